@@ -1,0 +1,46 @@
+# The two commands that matter: `make run` (the worker stack on this machine) and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+APP := personal_assistant.workers.celery_app
+
+.PHONY: run test lint bench deps system-deps clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+## deps: the virtual environment with the package and its dev tools
+deps: $(STAMP)
+
+## system-deps: redis-server for the tests and `make run` (Debian's package), if missing
+system-deps:
+	@command -v redis-server >/dev/null || { \
+	  echo "installing redis-server (apt)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+
+## run: one worker on all five queues with embedded beat, against CELERY_BROKER_URL
+## (starts a private Redis under var/ when no broker answers there)
+run: deps system-deps
+	$(BIN)/python -m personal_assistant.workers.cli.run_local
+
+## test: unit and integration tests (they start their own Redis on a free port)
+test: deps system-deps
+	$(BIN)/pytest
+
+## lint: ruff and mypy, both must be clean
+lint: deps
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+	$(BIN)/mypy
+
+## bench: benchmarks against the anchors, measured in the same run
+bench: deps system-deps
+	$(BIN)/pytest tests/performance -p no:randomly -s
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

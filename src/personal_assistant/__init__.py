@@ -1,0 +1,1 @@
+"""The personal-assistant backend (this distribution ships only its background workers)."""

@@ -1,0 +1,51 @@
+"""Kombu's Redis transport with RabbitMQ's priority direction: a higher number runs first.
+
+Kombu's Redis transport keeps one list per queue and priority step and pops them in step order,
+so bucket 0 is served first: priority 0 is the *highest* there, while on RabbitMQ 9 is. The seed
+(and every caller who reads "priority=9" as "urgent") means the RabbitMQ direction. Rather than
+translate numbers at every publish site (and again, wrongly, on every retry and redelivery, which
+republish the priority the message carries), this channel flips the one decision that maps a
+message's priority to a bucket. Messages keep the number the producer gave, so retries, restores
+after a lost worker, and the dead-letter replay all land in the same bucket again.
+
+Celery selects it through ``broker_transport`` for ``redis://`` and ``rediss://`` URLs (see
+celery_app.py); the URL users configure does not change.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kombu.transport import redis as kombu_redis
+
+from personal_assistant.workers import constants as c
+
+# Ten lists per queue, one per priority, so every level is distinct (kombu's default is 4 steps).
+PRIORITY_STEPS: list[int] = list(range(c.PRIORITY_MIN, c.PRIORITY_MAX + 1))
+TRANSPORT_PATH = f"{__name__}:PriorityRedisTransport"
+
+
+def redis_bucket_for(priority: int) -> int:
+    """The kombu bucket (0 is popped first) a message of this priority is stored in."""
+    clamped = max(c.PRIORITY_MIN, min(int(priority), c.PRIORITY_MAX))
+    return c.PRIORITY_MAX - clamped
+
+
+def redis_list_names(queue: str, sep: str = "\x06\x16") -> list[str]:
+    """Every Redis list that holds messages of ``queue``, highest priority first."""
+    return [queue if step == 0 else f"{queue}{sep}{step}" for step in PRIORITY_STEPS]
+
+
+class PriorityChannel(kombu_redis.Channel):  # type: ignore[misc]
+    """Redis channel that stores priority 9 in the first-served bucket and 0 in the last."""
+
+    def _get_message_priority(self, message: dict[str, Any], reverse: bool = False) -> int:
+        # Every bucket decision in kombu's Redis channel (publish, restore of unacked messages)
+        # goes through this method with reverse=False; flipping it here flips them all at once.
+        return int(super()._get_message_priority(message, reverse=not reverse))
+
+
+class PriorityRedisTransport(kombu_redis.Transport):  # type: ignore[misc]
+    """Kombu Redis transport whose channels use :class:`PriorityChannel`."""
+
+    Channel = PriorityChannel

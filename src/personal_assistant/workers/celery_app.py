@@ -1,0 +1,84 @@
+"""The Celery application: ``celery -A personal_assistant.workers.celery_app worker|beat|...``.
+
+Settings come from the environment (config.py); a bad value stops start-up here with one line
+naming the variable. Components plug into Celery's signals through ``app.hooks`` (hooks.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+from celery import Celery
+
+from personal_assistant.workers.constants import PRIORITY_DEFAULT
+from personal_assistant.workers.celery_config import build_celery_config
+from personal_assistant.workers.config import (
+    ConfigError,
+    MaskSecretsFilter,
+    WorkerSettings,
+    get_settings,
+)
+from personal_assistant.workers.hooks import HookRegistry, WorkerHook
+from personal_assistant.workers.tasks import TASK_MODULES
+
+
+class MaskSecretsHook(WorkerHook):
+    """Masks passwords in URLs in every log line of workers and beat."""
+
+    name = "mask-secrets"
+
+    def on_after_setup_logger(self, *, logger: logging.Logger) -> None:
+        """Attach the filter to the handlers Celery just configured."""
+        for handler in logger.handlers:
+            if not any(isinstance(f, MaskSecretsFilter) for f in handler.filters):
+                handler.addFilter(MaskSecretsFilter())
+
+
+class DefaultPriorityHook(WorkerHook):
+    """Gives a message published without a priority the default level.
+
+    Only ``Task.apply_async`` applies ``task_default_priority``; ``send_task`` by name and
+    ``celery call`` publish none, and kombu then sends 0, the lowest level here.
+    """
+
+    name = "default-priority"
+
+    def before_task_publish(
+        self, *, task_name: str, headers: dict[str, Any], properties: dict[str, Any],
+        routing_key: str,
+    ) -> None:
+        """Fill in the priority (Celery publishes this same dict right after the signal)."""
+        if properties.get("priority") is None:
+            properties["priority"] = PRIORITY_DEFAULT
+
+
+class WorkerApp(Celery):  # type: ignore[misc]
+    """Celery app carrying its settings and its hook registry."""
+
+    def __init__(self, settings: WorkerSettings, **kwargs: Any) -> None:
+        super().__init__("personal_assistant_workers", include=list(TASK_MODULES), **kwargs)
+        self.settings = settings
+        self.hooks = HookRegistry()
+        self.config_from_object(build_celery_config(settings))
+
+
+def create_app(settings: WorkerSettings | None = None) -> WorkerApp:
+    """Build the app from ``settings`` (the environment's when omitted)."""
+    new_app = WorkerApp(settings or get_settings())
+    new_app.hooks.add(MaskSecretsHook())
+    new_app.hooks.add(DefaultPriorityHook())
+    return new_app
+
+
+def _load_settings_or_exit() -> WorkerSettings:
+    try:
+        return get_settings()
+    except ConfigError as exc:
+        # One line naming the variable, instead of a traceback from deep inside Celery.
+        sys.stderr.write(f"personal_assistant.workers: {exc}\n")
+        raise SystemExit(2) from None
+
+
+app: WorkerApp = create_app(_load_settings_or_exit())

@@ -1,0 +1,90 @@
+"""Celery settings built from WorkerSettings: the seed's choices, corrected where they were wrong.
+
+Corrections of the seed, each for a reason (DESIGN.md section 4):
+- JSON only, for tasks, results and events: pickle from a shared broker is remote code execution.
+- ``task_acks_late`` *and* ``task_reject_on_worker_lost``: acks_late alone still acks when the
+  child dies, losing the task. Delivery is therefore at-least-once; tasks declare idempotency.
+- ``visibility_timeout`` above the hard time limit, the longest countdown and the longest retry
+  delay, the same for broker and result backend; otherwise Redis delivers those messages twice.
+- Priorities with ``queue_order_strategy=priority`` and ten steps, through a transport that makes
+  a higher number run first (broker_transport.py), as the seed means.
+- No task events by default: they cost about a quarter of throughput and only Flower reads them;
+  our metrics come from in-process hooks (WORKER_SEND_TASK_EVENTS turns them on).
+- No gzip: messages are a few hundred bytes, and compressing them costs CPU on every publish.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from personal_assistant.workers import constants as c
+from personal_assistant.workers.broker_transport import PRIORITY_STEPS, TRANSPORT_PATH
+from personal_assistant.workers.config import WorkerSettings
+from personal_assistant.workers.routing import task_queues, task_routes
+from personal_assistant.workers.schedulers.base_scheduler import build_beat_schedule
+from personal_assistant.workers.schedulers.maintenance_scheduler import MAINTENANCE_SCHEDULE
+
+# A day: long enough for a user to poll a result after a night's batch, short enough that
+# Redis (noeviction) does not fill with results nobody reads.
+RESULT_EXPIRES_S = 86_400
+
+
+def is_redis_url(url: str) -> bool:
+    """True for the URLs kombu's Redis transport serves."""
+    return url.startswith(("redis://", "rediss://"))
+
+
+def build_celery_config(settings: WorkerSettings) -> dict[str, Any]:
+    """Every Celery setting this project sets, derived from ``settings``."""
+    visibility = settings.effective_visibility_timeout
+    config: dict[str, Any] = {
+        "broker_url": settings.celery_broker_url,
+        "result_backend": settings.result_backend_url,
+        "broker_connection_retry_on_startup": True,
+        # Serialisation: JSON only.
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "event_serializer": "json",
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        "timezone": "UTC",
+        "enable_utc": True,
+        # Routing and priorities.
+        "task_queues": task_queues(),
+        "task_routes": task_routes(),
+        "task_default_queue": c.DEFAULT_QUEUE,
+        "task_default_exchange": c.DEFAULT_QUEUE,
+        "task_default_routing_key": c.DEFAULT_QUEUE,
+        "task_default_priority": c.PRIORITY_DEFAULT,
+        "task_queue_max_priority": c.PRIORITY_MAX,
+        # Reliability.
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "task_acks_on_failure_or_timeout": True,
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        "task_time_limit": settings.task_time_limit,
+        "task_soft_time_limit": settings.task_soft_time_limit,
+        "task_track_started": True,
+        "result_expires": RESULT_EXPIRES_S,
+        "result_backend_transport_options": {"visibility_timeout": visibility},
+        # Worker: one message reserved per process, so a long task never holds others hostage.
+        "worker_prefetch_multiplier": 1,
+        "worker_concurrency": settings.worker_concurrency,
+        "worker_max_tasks_per_child": settings.worker_max_tasks_per_child,
+        "worker_send_task_events": False,
+        "task_send_sent_event": False,
+        "worker_hijack_root_logger": True,
+        "worker_redirect_stdouts_level": "INFO",
+        # Beat.
+        "beat_schedule": build_beat_schedule(MAINTENANCE_SCHEDULE),
+    }
+    if is_redis_url(settings.celery_broker_url):
+        config["broker_transport"] = TRANSPORT_PATH
+        config["broker_transport_options"] = {
+            "visibility_timeout": visibility,
+            "queue_order_strategy": "priority",
+            "priority_steps": PRIORITY_STEPS,
+            "unacked_restore_interval": settings.unacked_restore_interval,
+            "unacked_restore_throttle": settings.unacked_restore_throttle,
+        }
+    return config

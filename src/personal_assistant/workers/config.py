@@ -1,0 +1,231 @@
+"""The one place the environment is read: every variable of the compose files, validated.
+
+A bad value stops start-up with one message that names the variable; URLs with passwords are
+masked wherever settings are printed or logged (``repr``, ``safe_dict`` and the log filter).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from personal_assistant.workers import constants as c
+
+Environment = Literal["development", "test", "staging", "production"]
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+BROKER_SCHEMES = frozenset({"redis", "rediss", "amqp", "amqps", "pyamqp", "memory"})
+BACKEND_SCHEMES = frozenset({"redis", "rediss", "rpc", "db+postgresql", "db+sqlite", "cache+memory"})
+_SECRET_IN_URL = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)(?P<secret>[^@\s/]+)@")
+MASK = "****"
+
+
+class ConfigError(ValueError):
+    """The environment holds a value the workers cannot start with; the message names it."""
+
+
+def mask_url(url: str) -> str:
+    """Return ``url`` with its password replaced by ``****`` (user and host stay readable)."""
+    return _SECRET_IN_URL.sub(lambda m: f"{m['head']}{MASK}@", url)
+
+
+def _check_url(url: str, allowed: frozenset[str], what: str) -> str:
+    """Parse a broker/backend URL far enough to catch typos before Celery hides them."""
+    try:
+        parts = urlsplit(url)
+        scheme = parts.scheme
+        needs_host = scheme not in {"memory", "rpc", "cache+memory", "db+sqlite"}
+        if scheme not in allowed:
+            raise ValueError(f"unknown scheme {scheme!r}; use one of {sorted(allowed)}")
+        if needs_host and not parts.hostname:
+            raise ValueError("no host in the URL")
+        _ = parts.port  # raises ValueError for a port that is not a number or out of range
+    except ValueError as exc:
+        raise ValueError(f"unparseable {what} URL {mask_url(url)!r}: {exc}") from None
+    if scheme in {"redis", "rediss"} and parts.path.strip("/") and not parts.path.strip("/").isdigit():
+        raise ValueError(f"unparseable {what} URL {mask_url(url)!r}: the database must be a number")
+    return urlunsplit(parts)
+
+
+def _split_csv(value: Any) -> Any:
+    """Accept ``a,b`` (how people write lists in env files) as well as a real list."""
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class WorkerSettings(BaseSettings):
+    """Settings of every worker, beat and CLI process, from the environment and ``.env``."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+    )
+
+    environment: Environment = "development"
+    debug: bool = False
+    log_level: LogLevel = "INFO"
+
+    celery_broker_url: str = "redis://localhost:6379/0"
+    # Empty means "the broker's Redis": one less thing to configure on a single machine.
+    celery_result_backend: str = ""
+
+    worker_queue: Annotated[list[str], NoDecode] = Field(default_factory=lambda: list(c.QUEUES))
+    worker_concurrency: int = Field(default=2, ge=1, le=256)
+    worker_max_tasks_per_child: int = Field(default=1000, ge=1)
+
+    metrics_enabled: bool = True
+    metrics_port: int = Field(default=c.METRICS_PORT, ge=0, le=65535)
+    alerting_enabled: bool = False
+    scheduler_enabled: bool = True
+
+    task_time_limit: int = Field(default=c.TASK_TIME_LIMIT_S, ge=1)
+    task_soft_time_limit: int = Field(default=c.TASK_SOFT_TIME_LIMIT_S, ge=1)
+    max_countdown: int = Field(default=c.MAX_COUNTDOWN_S, ge=0)
+    # 0 means "derive it from the time limit and the longest countdown" (constants.py says how).
+    visibility_timeout: int = Field(default=0, ge=0)
+    # How often workers look for messages of dead workers past the visibility timeout: a scan
+    # every interval x throttle seconds (kombu's defaults, 10 x 10). Tests lower both.
+    unacked_restore_interval: int = Field(default=10, ge=1)
+    unacked_restore_throttle: int = Field(default=10, ge=1)
+    task_max_retries: int = Field(default=c.TASK_MAX_RETRIES, ge=0)
+    retry_backoff_base: float = Field(default=c.RETRY_BACKOFF_BASE_S, gt=0)
+    retry_backoff_max: float = Field(default=c.RETRY_BACKOFF_MAX_S, gt=0)
+    dlq_max_entries: int = Field(default=c.DLQ_MAX_ENTRIES, ge=1)
+
+    data_dir: Path = Path("var")
+    temp_dirs: Annotated[list[Path], NoDecode] = Field(default_factory=list)
+    temp_file_max_age_hours: float = Field(default=c.TEMP_FILE_MAX_AGE_HOURS, ge=0)
+    temp_file_patterns: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["*"])
+    log_dirs: Annotated[list[Path], NoDecode] = Field(default_factory=list)
+    log_max_age_days: float = Field(default=c.LOG_MAX_AGE_DAYS, ge=0)
+    log_file_patterns: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["*.log", "*.log.*", "*.log.gz"]
+    )
+
+    _split = field_validator(
+        "worker_queue", "temp_dirs", "temp_file_patterns", "log_dirs", "log_file_patterns",
+        mode="before",
+    )(_split_csv)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_log_level(cls, value: Any) -> Any:
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @field_validator("environment", mode="before")
+    @classmethod
+    def _lower_environment(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("celery_broker_url")
+    @classmethod
+    def _valid_broker(cls, value: str) -> str:
+        return _check_url(value, BROKER_SCHEMES, "broker")
+
+    @field_validator("celery_result_backend")
+    @classmethod
+    def _valid_backend(cls, value: str) -> str:
+        return _check_url(value, BACKEND_SCHEMES, "result backend") if value else value
+
+    @field_validator("worker_queue")
+    @classmethod
+    def _known_queues(cls, value: list[str]) -> list[str]:
+        unknown = [q for q in value if q not in c.QUEUES]
+        if unknown or not value:
+            raise ValueError(f"unknown queue(s) {unknown}; known queues are {list(c.QUEUES)}")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent_limits(self) -> WorkerSettings:
+        if self.task_soft_time_limit >= self.task_time_limit:
+            raise ValueError(
+                "TASK_SOFT_TIME_LIMIT must be below TASK_TIME_LIMIT "
+                f"({self.task_soft_time_limit} >= {self.task_time_limit})"
+            )
+        longest = max(self.task_time_limit, self.max_countdown, self.retry_backoff_max)
+        if self.visibility_timeout and self.visibility_timeout <= longest:
+            raise ValueError(
+                f"VISIBILITY_TIMEOUT ({self.visibility_timeout}s) must exceed the task time limit, "
+                f"the longest countdown and the longest retry delay ({longest:g}s), "
+                "or Redis delivers those messages twice"
+            )
+        return self
+
+    @property
+    def result_backend_url(self) -> str:
+        """The result backend, defaulting to the broker when it is Redis."""
+        if self.celery_result_backend:
+            return self.celery_result_backend
+        return self.celery_broker_url if self.celery_broker_url.startswith("redis") else "rpc://"
+
+    @property
+    def effective_visibility_timeout(self) -> int:
+        """Visibility timeout in seconds: the configured one, or 1.2 x the longest wait or run."""
+        if self.visibility_timeout:
+            return self.visibility_timeout
+        return int(max(self.task_time_limit, self.max_countdown, self.retry_backoff_max) * 1.2)
+
+    @property
+    def cleanup_temp_roots(self) -> list[Path]:
+        """Directories ``cleanup_temp_files`` may clean (TEMP_DIRS, else DATA_DIR/tmp)."""
+        return self.temp_dirs or [self.data_dir / "tmp"]
+
+    @property
+    def cleanup_log_roots(self) -> list[Path]:
+        """Directories ``cleanup_old_logs`` may clean (LOG_DIRS, else DATA_DIR/logs)."""
+        return self.log_dirs or [self.data_dir / "logs"]
+
+    def safe_dict(self) -> dict[str, Any]:
+        """Every setting, with secrets in URLs masked: what may be printed or logged."""
+        data = self.model_dump(mode="json")
+        return {k: mask_url(v) if isinstance(v, str) else v for k, v in data.items()}
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={v!r}" for k, v in self.safe_dict().items())
+        return f"WorkerSettings({fields})"
+
+    __str__ = __repr__
+
+
+def _describe(error: dict[str, Any]) -> str:
+    """Turn one pydantic error into 'VARIABLE: reason (got 'value')'."""
+    loc = [str(part) for part in error.get("loc", ())]
+    name = loc[0].upper() if loc else "settings"
+    reason = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
+    got = error.get("input")
+    shown = "" if not loc or isinstance(got, dict) else f" (got {mask_url(str(got))!r})"
+    return f"{name}: {reason}{shown}"
+
+
+def load_settings(**overrides: Any) -> WorkerSettings:
+    """Read and validate the settings; raise ConfigError with one line per bad variable."""
+    try:
+        return WorkerSettings(**overrides)
+    except ValidationError as exc:
+        lines = [_describe(dict(err)) for err in exc.errors()]
+        raise ConfigError("invalid configuration: " + "; ".join(lines)) from None
+
+
+@functools.lru_cache(maxsize=1)
+def get_settings() -> WorkerSettings:
+    """The process-wide settings, read once (``get_settings.cache_clear()`` re-reads)."""
+    return load_settings()
+
+
+class MaskSecretsFilter(logging.Filter):
+    """Mask passwords in URLs in every log record that passes through a handler."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Rewrite the record's message in place; never drop a record."""
+        message = record.getMessage()
+        masked = mask_url(message)
+        if masked != message:
+            record.msg, record.args = masked, None
+        return True

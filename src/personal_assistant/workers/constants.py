@@ -1,0 +1,82 @@
+"""Constants and defaults of the worker system, each with the reason for its value.
+
+Everything tunable at deploy time is read through :mod:`personal_assistant.workers.config`;
+the values here are its defaults and the fixed facts other modules agree on.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+PACKAGE: Final = "personal_assistant.workers"
+TASKS_PACKAGE: Final = f"{PACKAGE}.tasks"
+
+# --- Queues -----------------------------------------------------------------------------------
+# One queue per domain so each worker type scales on its own (the seed's layout). The names are
+# the public contract: compose files, dashboards and WORKER_QUEUE values use them.
+AI_QUEUE: Final = "ai_tasks"
+EMAIL_QUEUE: Final = "email_tasks"
+FILE_QUEUE: Final = "file_tasks"
+SYNC_QUEUE: Final = "sync_tasks"
+MAINTENANCE_QUEUE: Final = "maintenance_tasks"
+QUEUES: Final[tuple[str, ...]] = (AI_QUEUE, EMAIL_QUEUE, FILE_QUEUE, SYNC_QUEUE, MAINTENANCE_QUEUE)
+# Tasks outside the domain modules (Celery's own chord_unlock, workflow glue) need a home that
+# some worker always consumes; housekeeping is the closest fit and is never scaled to zero.
+DEFAULT_QUEUE: Final = MAINTENANCE_QUEUE
+
+# --- Priorities -------------------------------------------------------------------------------
+# Everywhere in this project a higher number runs first, as the seed means it and as RabbitMQ
+# does. Kombu's Redis transport does the opposite (0 is its highest bucket); our broker transport
+# (broker_transport.py) flips the bucket choice so the same numbers mean the same on both.
+PRIORITY_MIN: Final = 0
+PRIORITY_MAX: Final = 9  # Redis keeps ten lists per queue; RabbitMQ gets x-max-priority=9.
+# Messages published without a priority get this one, so they neither jump nor starve the queue.
+PRIORITY_DEFAULT: Final = 5
+# The seed's per-domain intent (10 = high). 10 is clamped to PRIORITY_MAX by the broker.
+DOMAIN_PRIORITIES: Final[dict[str, int]] = {
+    AI_QUEUE: 9,
+    SYNC_QUEUE: 7,
+    EMAIL_QUEUE: 5,
+    FILE_QUEUE: 3,
+    MAINTENANCE_QUEUE: 1,
+}
+
+# --- Time limits and redelivery ---------------------------------------------------------------
+# Hard limit the worker enforces by killing the child; the seed's value (an hour covers the
+# longest AI batch job we run).
+TASK_TIME_LIMIT_S: Final = 3600
+# Soft limit raises SoftTimeLimitExceeded ten minutes earlier so a task can clean up.
+TASK_SOFT_TIME_LIMIT_S: Final = 3000
+# The longest countdown/ETA a producer may ask for. Redis redelivers any unacked message older
+# than the visibility timeout, so an ETA past it would run twice; we refuse such an ETA instead.
+MAX_COUNTDOWN_S: Final = 3600
+# Redis visibility timeout: above the hard time limit and the longest countdown (acks_late
+# messages stay unacked while they wait or run), with a 20 % margin for clock skew and queueing.
+VISIBILITY_TIMEOUT_S: Final = int(max(TASK_TIME_LIMIT_S, MAX_COUNTDOWN_S) * 1.2)
+
+# --- Retries ----------------------------------------------------------------------------------
+# Five retries with doubling delays span about a minute of base delay before jitter
+# (2+4+8+16+32 s): long enough to ride out a broker or API blip, short enough to surface a bug.
+TASK_MAX_RETRIES: Final = 5
+RETRY_BACKOFF_BASE_S: Final = 2.0
+# Cap on one delay: far below MAX_COUNTDOWN_S so a retry never outlives the visibility timeout.
+RETRY_BACKOFF_MAX_S: Final = 600.0
+
+# --- Dead letters -----------------------------------------------------------------------------
+DLQ_KEY: Final = "pa:dlq"  # hash id -> entry; the index below orders it.
+DLQ_INDEX_KEY: Final = "pa:dlq:index"  # sorted set id -> failed-at timestamp.
+# Bounded so a failure storm cannot fill Redis (which runs with noeviction); oldest go first.
+DLQ_MAX_ENTRIES: Final = 10_000
+# Long reprs of args would bloat every entry; the traceback is what an operator reads.
+DLQ_MAX_FIELD_CHARS: Final = 20_000
+
+# --- Progress ---------------------------------------------------------------------------------
+# Publishing progress is a Redis write; throttle it so a tight loop does not flood the backend.
+PROGRESS_MIN_INTERVAL_S: Final = 0.5
+
+# --- Cleanup ----------------------------------------------------------------------------------
+TEMP_FILE_MAX_AGE_HOURS: Final = 24  # a day: longer than any upload or export we keep in temp.
+LOG_MAX_AGE_DAYS: Final = 14  # two weeks of logs on disk; older ones live in central logging.
+
+# --- Ports ------------------------------------------------------------------------------------
+METRICS_PORT: Final = 9808  # the popular Celery exporter's port, so scrape configs carry over.

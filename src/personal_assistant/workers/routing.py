@@ -1,0 +1,43 @@
+"""Queues and routes: each domain module's tasks go to the domain's queue, at its priority.
+
+Priorities follow the seed's intent (higher runs first; see constants.py and
+broker_transport.py). A route's priority is a default: a caller's ``priority=`` wins.
+Priorities order messages *within* a queue; queues themselves are served by their own workers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kombu import Exchange, Queue
+
+from personal_assistant.workers import constants as c
+
+# Module of each queue's tasks; a task's queue is decided by the module that defines it.
+QUEUE_MODULES: dict[str, str] = {queue: f"{c.TASKS_PACKAGE}.{queue}" for queue in c.QUEUES}
+
+
+def task_queues() -> list[Queue]:
+    """One direct exchange and queue per domain (the names are the public contract)."""
+    return [
+        Queue(name, Exchange(name, type="direct"), routing_key=name,
+              queue_arguments={"x-max-priority": c.PRIORITY_MAX})
+        for name in c.QUEUES
+    ]
+
+
+def task_routes() -> dict[str, dict[str, Any]]:
+    """Glob routes by module: ``...tasks.ai_tasks.*`` goes to ``ai_tasks``, and so on."""
+    return {
+        f"{module}.*": {"queue": queue, "routing_key": queue,
+                        "priority": c.DOMAIN_PRIORITIES[queue]}
+        for queue, module in QUEUE_MODULES.items()
+    }
+
+
+def queue_for_task(task_name: str) -> str:
+    """The queue a task of this name is routed to (the default queue when no route matches)."""
+    for queue, module in QUEUE_MODULES.items():
+        if task_name.startswith(module + "."):
+            return queue
+    return c.DEFAULT_QUEUE

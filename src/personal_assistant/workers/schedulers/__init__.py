@@ -1,0 +1,1 @@
+"""Schedulers: periodic (beat) entries per domain, and task dependencies."""

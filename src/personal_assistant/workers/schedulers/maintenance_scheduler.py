@@ -1,0 +1,26 @@
+"""Periodic housekeeping: temp-file and log cleanup at night, off the busy hours (UTC).
+
+Both run once a day; they are idempotent, so a run delivered twice costs a directory walk.
+"""
+
+from __future__ import annotations
+
+from celery.schedules import crontab
+
+from personal_assistant.workers.constants import TASKS_PACKAGE
+from personal_assistant.workers.schedulers.base_scheduler import PeriodicTask
+
+# The seed's times: temp files at 02:00 and logs at 03:00, an hour apart so they never compete
+# for the same disk.
+MAINTENANCE_SCHEDULE: tuple[PeriodicTask, ...] = (
+    PeriodicTask(
+        name="cleanup-temp-files",
+        task=f"{TASKS_PACKAGE}.file_tasks.cleanup_temp_files",
+        schedule=crontab(hour=2, minute=0),
+    ),
+    PeriodicTask(
+        name="cleanup-old-logs",
+        task=f"{TASKS_PACKAGE}.maintenance_tasks.cleanup_old_logs",
+        schedule=crontab(hour=3, minute=0),
+    ),
+)

@@ -1,0 +1,41 @@
+"""Tasks of the maintenance domain (queue ``maintenance_tasks``): log retention and upkeep.
+
+``cleanup_old_logs`` is idempotent, so redelivery after a lost worker is safe.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from personal_assistant.workers.celery_app import app
+from personal_assistant.workers.config import get_settings
+from personal_assistant.workers.tasks.base_tasks import BaseTask
+from personal_assistant.workers.tasks.file_tasks import run_cleanup
+
+
+@app.task(base=BaseTask, bind=True)
+def cleanup_old_logs(
+    self: BaseTask, max_age_days: float | None = None, patterns: list[str] | None = None,
+    dry_run: bool = False,
+) -> dict[str, Any]:
+    """Delete log files older than ``max_age_days`` under LOG_DIRS; report what was freed.
+
+    Only files matching LOG_FILE_PATTERNS (``*.log``, rotated ``*.log.N`` and ``*.log.gz``)
+    are candidates; directories are kept, since log shippers watch them.
+    """
+    settings = get_settings()
+    days = settings.log_max_age_days if max_age_days is None else float(max_age_days)
+    if days < 0:
+        raise ValueError(f"max_age_days must not be negative (got {days})")
+    return run_cleanup(
+        self, what="cleanup_old_logs", roots=settings.cleanup_log_roots,
+        max_age=timedelta(days=days), patterns=patterns or settings.log_file_patterns,
+        dry_run=dry_run, remove_empty_dirs=False,
+    )
+
+
+@app.task(base=BaseTask, bind=True)
+def probe(self: BaseTask) -> dict[str, Any]:
+    """Answer where it ran: proves end to end that this queue has a live worker."""
+    return self.describe_execution()

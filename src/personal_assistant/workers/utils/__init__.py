@@ -1,0 +1,1 @@
+"""Utilities: error handling and dead letters, safe file cleanup, monitoring."""

@@ -1,0 +1,56 @@
+"""Tasks used only by the integration tests; they record what happened in Redis."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import redis
+
+from personal_assistant.workers.celery_app import app
+from personal_assistant.workers.config import get_settings
+from personal_assistant.workers.tasks.base_tasks import BaseTask
+from personal_assistant.workers.utils.error_handling import PermanentError, TransientError
+
+
+def _redis() -> redis.Redis:
+    return redis.Redis.from_url(get_settings().celery_broker_url)
+
+
+@app.task(base=BaseTask, bind=True, name="tests.record")
+def record(self: BaseTask, tag: str) -> str:
+    """Append ``tag`` to the list ``test:order``."""
+    _redis().rpush("test:order", tag)
+    return tag
+
+
+@app.task(base=BaseTask, bind=True, name="tests.flaky")
+def flaky(self: BaseTask, key: str, transient_failures: int) -> int:
+    """Fail transiently ``transient_failures`` times, then succeed; log each attempt's time."""
+    client = _redis()
+    client.rpush(f"attempts:{key}", repr(time.time()))
+    attempt = int(client.llen(f"attempts:{key}"))
+    if attempt <= transient_failures:
+        raise TransientError(f"attempt {attempt} of {key} failed")
+    return attempt
+
+
+@app.task(base=BaseTask, bind=True, name="tests.broken_until_fixed")
+def broken_until_fixed(self: BaseTask, key: str) -> str:
+    """Fail permanently until the key ``fixed:<key>`` exists."""
+    client = _redis()
+    client.rpush(f"attempts:{key}", repr(time.time()))
+    if not client.exists(f"fixed:{key}"):
+        raise PermanentError(f"{key} is broken")
+    return "fixed"
+
+
+@app.task(base=BaseTask, bind=True, name="tests.slow")
+def slow(self: BaseTask, key: str, seconds: float) -> dict[str, Any]:
+    """Record the start, sleep, record the end."""
+    client = _redis()
+    client.rpush(f"started:{key}", os.getpid())
+    time.sleep(seconds)
+    client.rpush(f"done:{key}", os.getpid())
+    return self.describe_execution()
