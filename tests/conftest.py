@@ -48,7 +48,9 @@ def producer_app(redis_url: str) -> Iterator[WorkerApp]:
 
 @pytest.fixture
 def start_worker(
-    redis_url: str, tmp_path: Path, request: pytest.FixtureRequest,
+    redis_url: str,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
 ) -> Iterator[Callable[..., WorkerProcess]]:
     """Start real worker processes; all are stopped (and their logs shown on failure) at the end."""
     workers: list[WorkerProcess] = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 from collections.abc import Callable
@@ -25,14 +26,15 @@ def attempt_times(client: redis.Redis, key: str) -> list[float]:
 
 
 def test_a_transient_error_is_retried_with_growing_delays_until_it_succeeds(
-    producer_app: WorkerApp, redis_client: redis.Redis,
+    producer_app: WorkerApp,
+    redis_client: redis.Redis,
     start_worker: Callable[..., WorkerProcess],
 ) -> None:
     start_worker([c.MAINTENANCE_QUEUE], env=FAST_RETRIES)
     result = producer_app.send_task("tests.flaky", args=["blip", 3], queue=c.MAINTENANCE_QUEUE)
     assert result.get(timeout=60) == 4
     times = attempt_times(redis_client, "blip")
-    gaps = [later - earlier for earlier, later in zip(times, times[1:], strict=False)]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
     assert len(gaps) == 3
     # Equal jitter: the n-th delay lies in [d/2, d] with d = 0.4 * 2**n, so each delay is at
     # least the previous ceiling's half and the last is well above the first.
@@ -43,7 +45,8 @@ def test_a_transient_error_is_retried_with_growing_delays_until_it_succeeds(
 
 
 def test_a_transient_error_out_of_retries_is_dead_lettered_once(
-    producer_app: WorkerApp, redis_client: redis.Redis,
+    producer_app: WorkerApp,
+    redis_client: redis.Redis,
     start_worker: Callable[..., WorkerProcess],
 ) -> None:
     start_worker([c.MAINTENANCE_QUEUE], env={**FAST_RETRIES, "TASK_MAX_RETRIES": "2"})
@@ -58,12 +61,15 @@ def test_a_transient_error_out_of_retries_is_dead_lettered_once(
 
 
 def test_a_permanent_error_is_dead_lettered_once_and_replayable_from_the_cli(
-    producer_app: WorkerApp, redis_client: redis.Redis, redis_url: str,
+    producer_app: WorkerApp,
+    redis_client: redis.Redis,
+    redis_url: str,
     start_worker: Callable[..., WorkerProcess],
 ) -> None:
     start_worker([c.MAINTENANCE_QUEUE], env=FAST_RETRIES)
-    result = producer_app.send_task("tests.broken_until_fixed", args=["parser"],
-                                    queue=c.MAINTENANCE_QUEUE, priority=7)
+    result = producer_app.send_task(
+        "tests.broken_until_fixed", args=["parser"], queue=c.MAINTENANCE_QUEUE, priority=7
+    )
     with pytest.raises(Exception, match="parser is broken"):
         result.get(timeout=30)
     dlq = DeadLetterQueue(redis_client)
@@ -71,7 +77,10 @@ def test_a_permanent_error_is_dead_lettered_once_and_replayable_from_the_cli(
     assert len(letters) == 1
     letter = letters[0]
     assert (letter.task_name, letter.args, letter.exception_type) == (
-        "tests.broken_until_fixed", ["parser"], "PermanentError")
+        "tests.broken_until_fixed",
+        ["parser"],
+        "PermanentError",
+    )
     assert "parser is broken" in letter.traceback
     assert (letter.queue, letter.priority) == (c.MAINTENANCE_QUEUE, 7)
     assert len(attempt_times(redis_client, "parser")) == 1  # no retry of a permanent error
@@ -79,15 +88,29 @@ def test_a_permanent_error_is_dead_lettered_once_and_replayable_from_the_cli(
     redis_client.set("fixed:parser", 1)
     env = worker_env(redis_url)
     cli = [sys.executable, "-m", "celery", "-A", "tests.support.celery_test_app", "dlq"]
-    listed = subprocess.run([*cli, "list"], env=env, capture_output=True, text=True, timeout=60)
+    listed = subprocess.run(
+        [*cli, "list"], env=env, capture_output=True, text=True, check=False, timeout=60
+    )
     assert listed.returncode == 0, listed.stderr
     assert letter.id in listed.stdout
-    replay = subprocess.run([*cli, "replay", letter.id], env=env, capture_output=True, text=True,
-                            timeout=60)
+    replay = subprocess.run(
+        [*cli, "replay", letter.id],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
     assert replay.returncode == 0, replay.stderr
     wait_for(lambda: len(attempt_times(redis_client, "parser")) == 2, timeout=30)
     assert len(dlq) == 0
-    again = subprocess.run([*cli, "replay", letter.id], env=env, capture_output=True, text=True,
-                           timeout=60)
+    again = subprocess.run(
+        [*cli, "replay", letter.id],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
     assert again.returncode != 0
     assert "no dead letter" in again.stderr.lower()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import cast
 
 import pytest
 import redis
@@ -23,7 +24,8 @@ def queue_depth(client: redis.Redis, queue: str) -> int:
 
 
 def test_each_domain_task_is_published_to_its_own_queue(
-    producer_app: WorkerApp, redis_client: redis.Redis,
+    producer_app: WorkerApp,
+    redis_client: redis.Redis,
 ) -> None:
     for queue, task_name in PROBES.items():
         producer_app.send_task(task_name)
@@ -34,7 +36,8 @@ def test_each_domain_task_is_published_to_its_own_queue(
 
 
 def test_only_the_queues_own_worker_runs_its_tasks(
-    producer_app: WorkerApp, start_worker: Callable[..., WorkerProcess],
+    producer_app: WorkerApp,
+    start_worker: Callable[..., WorkerProcess],
 ) -> None:
     workers = {queue: start_worker([queue]) for queue in c.QUEUES}
     results = {queue: producer_app.send_task(name) for queue, name in PROBES.items()}
@@ -46,7 +49,8 @@ def test_only_the_queues_own_worker_runs_its_tasks(
 
 
 def test_a_higher_priority_task_overtakes_lower_ones_queued_before_it(
-    producer_app: WorkerApp, redis_client: redis.Redis,
+    producer_app: WorkerApp,
+    redis_client: redis.Redis,
     start_worker: Callable[..., WorkerProcess],
 ) -> None:
     queue = c.MAINTENANCE_QUEUE
@@ -59,9 +63,8 @@ def test_a_higher_priority_task_overtakes_lower_ones_queued_before_it(
     assert queue_depth(redis_client, queue) == 8
 
     start_worker([queue], concurrency=1)
-    order = wait_for(lambda: redis_client.lrange("test:order", 0, -1)
-                     if redis_client.llen("test:order") == 8 else None, timeout=30)
-    tags = [raw.decode() for raw in order]
+    wait_for(lambda: redis_client.llen("test:order") == 8, timeout=30)
+    tags = [raw.decode() for raw in cast("list[bytes]", redis_client.lrange("test:order", 0, -1))]
     assert set(tags[:2]) == {"high", "seed-ten"}
     assert tags[2] == "default"
     assert tags[3:] == [f"low-{i}" for i in range(5)]

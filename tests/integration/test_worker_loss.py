@@ -1,4 +1,4 @@
-"""A worker killed with SIGKILL mid-task loses no task: it runs again after the visibility timeout."""
+"""A worker SIGKILLed mid-task loses no task: it runs again after the visibility timeout."""
 
 from __future__ import annotations
 
@@ -16,14 +16,19 @@ pytestmark = pytest.mark.integration
 
 # A visibility timeout of 5 s, consistent with the limits it must exceed (config refuses less).
 SHORT_VISIBILITY = {
-    "TASK_TIME_LIMIT": "4", "TASK_SOFT_TIME_LIMIT": "3", "MAX_COUNTDOWN": "2",
-    "RETRY_BACKOFF_MAX": "2", "VISIBILITY_TIMEOUT": "5",
-    "UNACKED_RESTORE_INTERVAL": "1", "UNACKED_RESTORE_THROTTLE": "1",
+    "TASK_TIME_LIMIT": "4",
+    "TASK_SOFT_TIME_LIMIT": "3",
+    "MAX_COUNTDOWN": "2",
+    "RETRY_BACKOFF_MAX": "2",
+    "VISIBILITY_TIMEOUT": "5",
+    "UNACKED_RESTORE_INTERVAL": "1",
+    "UNACKED_RESTORE_THROTTLE": "1",
 }
 
 
 def test_a_task_whose_worker_is_sigkilled_runs_again_on_another_worker(
-    producer_app: WorkerApp, redis_client: redis.Redis,
+    producer_app: WorkerApp,
+    redis_client: redis.Redis,
     start_worker: Callable[..., WorkerProcess],
 ) -> None:
     doomed = start_worker([c.FILE_QUEUE], env=SHORT_VISIBILITY)

@@ -19,13 +19,15 @@ REPO = Path(__file__).resolve().parents[2]
 def worker_env(broker_url: str, extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """Environment for a worker or CLI process talking to the test broker."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CELERY_", "WORKER_"))}
-    env.update({
-        "CELERY_BROKER_URL": broker_url,
-        "CELERY_RESULT_BACKEND": broker_url,
-        "ENVIRONMENT": "test",
-        "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)]),
-        "PYTHONUNBUFFERED": "1",
-    })
+    env.update(
+        {
+            "CELERY_BROKER_URL": broker_url,
+            "CELERY_RESULT_BACKEND": broker_url,
+            "ENVIRONMENT": "test",
+            "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)]),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     env.update(extra or {})
     return env
 
@@ -34,17 +36,37 @@ class WorkerProcess:
     """A ``celery worker`` subprocess consuming the given queues."""
 
     def __init__(
-        self, broker_url: str, queues: Sequence[str], *, log_dir: Path, concurrency: int = 1,
-        env: Mapping[str, str] | None = None, extra_args: Sequence[str] = (),
+        self,
+        broker_url: str,
+        queues: Sequence[str],
+        *,
+        log_dir: Path,
+        concurrency: int = 1,
+        env: Mapping[str, str] | None = None,
+        extra_args: Sequence[str] = (),
         app: str = APP,
     ) -> None:
         self.name = f"test-{'-'.join(q.split('_')[0] for q in queues)}-{uuid.uuid4().hex[:6]}"
         self.hostname = f"{self.name}@localhost"
         self.log_path = log_dir / f"{self.name}.log"
         self.args = [
-            sys.executable, "-m", "celery", "-A", app, "worker", "-Q", ",".join(queues),
-            "-c", str(concurrency), "-n", self.hostname, "-l", "info",
-            "--without-gossip", "--without-mingle", *extra_args,
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            app,
+            "worker",
+            "-Q",
+            ",".join(queues),
+            "-c",
+            str(concurrency),
+            "-n",
+            self.hostname,
+            "-l",
+            "info",
+            "--without-gossip",
+            "--without-mingle",
+            *extra_args,
         ]
         self.env = worker_env(broker_url, env)
         self.process: subprocess.Popen[bytes] | None = None
@@ -54,8 +76,13 @@ class WorkerProcess:
         """Start the worker and wait until its log says it is ready."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log_file = self.log_path.open("wb")
-        self.process = subprocess.Popen(self.args, env=self.env, stdout=self._log_file, stderr=subprocess.STDOUT,
-                                        start_new_session=True)
+        self.process = subprocess.Popen(
+            self.args,
+            env=self.env,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + wait_ready
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

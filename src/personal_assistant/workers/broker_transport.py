@@ -36,16 +36,17 @@ def redis_list_names(queue: str, sep: str = "\x06\x16") -> list[str]:
     return [queue if step == 0 else f"{queue}{sep}{step}" for step in PRIORITY_STEPS]
 
 
-class PriorityChannel(kombu_redis.Channel):  # type: ignore[misc]
+class PriorityChannel(kombu_redis.Channel):
     """Redis channel that stores priority 9 in the first-served bucket and 0 in the last."""
 
     def _get_message_priority(self, message: dict[str, Any], reverse: bool = False) -> int:
         # Every bucket decision in kombu's Redis channel (publish, restore of unacked messages)
         # goes through this method with reverse=False; flipping it here flips them all at once.
-        return int(super()._get_message_priority(message, reverse=not reverse))
+        flipped = super()._get_message_priority(message, reverse=not reverse)  # type: ignore[no-untyped-call]
+        return int(flipped)
 
 
-class PriorityRedisTransport(kombu_redis.Transport):  # type: ignore[misc]
+class PriorityRedisTransport(kombu_redis.Transport):
     """Kombu Redis transport whose channels use :class:`PriorityChannel`."""
 
     Channel = PriorityChannel

@@ -12,7 +12,6 @@ from typing import Any
 
 from celery import Celery
 
-from personal_assistant.workers.constants import PRIORITY_DEFAULT
 from personal_assistant.workers.celery_config import build_celery_config
 from personal_assistant.workers.config import (
     ConfigError,
@@ -20,6 +19,7 @@ from personal_assistant.workers.config import (
     WorkerSettings,
     get_settings,
 )
+from personal_assistant.workers.constants import PRIORITY_DEFAULT
 from personal_assistant.workers.hooks import HookRegistry, WorkerHook
 from personal_assistant.workers.tasks import TASK_MODULES
 
@@ -46,7 +46,11 @@ class DefaultPriorityHook(WorkerHook):
     name = "default-priority"
 
     def before_task_publish(
-        self, *, task_name: str, headers: dict[str, Any], properties: dict[str, Any],
+        self,
+        *,
+        task_name: str,
+        headers: dict[str, Any],
+        properties: dict[str, Any],
         routing_key: str,
     ) -> None:
         """Fill in the priority (Celery publishes this same dict right after the signal)."""

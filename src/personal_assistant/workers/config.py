@@ -22,7 +22,9 @@ Environment = Literal["development", "test", "staging", "production"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
 BROKER_SCHEMES = frozenset({"redis", "rediss", "amqp", "amqps", "pyamqp", "memory"})
-BACKEND_SCHEMES = frozenset({"redis", "rediss", "rpc", "db+postgresql", "db+sqlite", "cache+memory"})
+BACKEND_SCHEMES = frozenset(
+    {"redis", "rediss", "rpc", "db+postgresql", "db+sqlite", "cache+memory"}
+)
 _SECRET_IN_URL = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)(?P<secret>[^@\s/]+)@")
 MASK = "****"
 
@@ -49,7 +51,11 @@ def _check_url(url: str, allowed: frozenset[str], what: str) -> str:
         _ = parts.port  # raises ValueError for a port that is not a number or out of range
     except ValueError as exc:
         raise ValueError(f"unparseable {what} URL {mask_url(url)!r}: {exc}") from None
-    if scheme in {"redis", "rediss"} and parts.path.strip("/") and not parts.path.strip("/").isdigit():
+    if (
+        scheme in {"redis", "rediss"}
+        and parts.path.strip("/")
+        and not parts.path.strip("/").isdigit()
+    ):
         raise ValueError(f"unparseable {what} URL {mask_url(url)!r}: the database must be a number")
     return urlunsplit(parts)
 
@@ -110,7 +116,11 @@ class WorkerSettings(BaseSettings):
     )
 
     _split = field_validator(
-        "worker_queue", "temp_dirs", "temp_file_patterns", "log_dirs", "log_file_patterns",
+        "worker_queue",
+        "temp_dirs",
+        "temp_file_patterns",
+        "log_dirs",
+        "log_file_patterns",
         mode="before",
     )(_split_csv)
 

@@ -25,19 +25,30 @@ class WorkerHook:
     name: ClassVar[str] = "hook"
 
     def before_task_publish(
-        self, *, task_name: str, headers: dict[str, Any], properties: dict[str, Any],
+        self,
+        *,
+        task_name: str,
+        headers: dict[str, Any],
+        properties: dict[str, Any],
         routing_key: str,
     ) -> None:
         """A producer is about to publish a task message (runs in the producer's process)."""
 
-    def after_task_publish(self, *, task_name: str, headers: dict[str, Any], routing_key: str) -> None:
+    def after_task_publish(
+        self, *, task_name: str, headers: dict[str, Any], routing_key: str
+    ) -> None:
         """A task message was handed to the broker."""
 
     def on_task_prerun(self, *, task: Any, task_id: str, args: Any, kwargs: Any) -> None:
         """A worker child is about to run a task."""
 
     def on_task_postrun(
-        self, *, task: Any, task_id: str, state: str | None, retval: Any,
+        self,
+        *,
+        task: Any,
+        task_id: str,
+        state: str | None,
+        retval: Any,
     ) -> None:
         """A task body returned or raised; ``state`` is Celery's (SUCCESS, FAILURE, RETRY...)."""
 
@@ -45,14 +56,21 @@ class WorkerHook:
         """A task asked to be retried (it is not finished)."""
 
     def on_task_failure(
-        self, *, task: Any, task_id: str, exception: BaseException, traceback: Any,
+        self,
+        *,
+        task: Any,
+        task_id: str,
+        exception: BaseException,
+        traceback: Any,
     ) -> None:
         """A task failed for good (no retry left)."""
 
     def on_task_success(self, *, task: Any, result: Any) -> None:
         """A task succeeded."""
 
-    def on_task_revoked(self, *, request: Any, terminated: bool, signum: Any, expired: bool) -> None:
+    def on_task_revoked(
+        self, *, request: Any, terminated: bool, signum: Any, expired: bool
+    ) -> None:
         """A task was revoked before or while running."""
 
     def on_task_rejected(self, *, message: Any, exc: Any) -> None:
@@ -80,41 +98,92 @@ class WorkerHook:
 def _signal_adapters() -> dict[str, tuple[Any, Callable[[WorkerHook, dict[str, Any]], None]]]:
     """Map each hook method to its Celery signal and the translation of the signal's kwargs."""
     return {
-        "before_task_publish": (signals.before_task_publish, lambda h, kw: h.before_task_publish(
-            task_name=kw.get("sender") or "", headers=kw.get("headers") or {},
-            properties=kw.get("properties") or {}, routing_key=kw.get("routing_key") or "")),
-        "after_task_publish": (signals.after_task_publish, lambda h, kw: h.after_task_publish(
-            task_name=kw.get("sender") or "", headers=kw.get("headers") or {},
-            routing_key=kw.get("routing_key") or "")),
-        "on_task_prerun": (signals.task_prerun, lambda h, kw: h.on_task_prerun(
-            task=kw.get("task"), task_id=kw.get("task_id") or "", args=kw.get("args"),
-            kwargs=kw.get("kwargs"))),
-        "on_task_postrun": (signals.task_postrun, lambda h, kw: h.on_task_postrun(
-            task=kw.get("task"), task_id=kw.get("task_id") or "", state=kw.get("state"),
-            retval=kw.get("retval"))),
-        "on_task_retry": (signals.task_retry, lambda h, kw: h.on_task_retry(
-            request=kw.get("request"), reason=kw.get("reason"))),
-        "on_task_failure": (signals.task_failure, lambda h, kw: h.on_task_failure(
-            task=kw.get("sender"), task_id=kw.get("task_id") or "",
-            exception=kw.get("exception") or Exception("unknown"), traceback=kw.get("traceback"))),
-        "on_task_success": (signals.task_success, lambda h, kw: h.on_task_success(
-            task=kw.get("sender"), result=kw.get("result"))),
-        "on_task_revoked": (signals.task_revoked, lambda h, kw: h.on_task_revoked(
-            request=kw.get("request"), terminated=bool(kw.get("terminated")),
-            signum=kw.get("signum"), expired=bool(kw.get("expired")))),
-        "on_task_rejected": (signals.task_rejected, lambda h, kw: h.on_task_rejected(
-            message=kw.get("message"), exc=kw.get("exc"))),
-        "on_worker_init": (signals.worker_init, lambda h, kw: h.on_worker_init(
-            sender=kw.get("sender"))),
-        "on_worker_ready": (signals.worker_ready, lambda h, kw: h.on_worker_ready(
-            sender=kw.get("sender"))),
-        "on_worker_process_init": (signals.worker_process_init,
-                                   lambda h, kw: h.on_worker_process_init()),
-        "on_worker_shutdown": (signals.worker_shutdown, lambda h, kw: h.on_worker_shutdown(
-            sender=kw.get("sender"))),
+        "before_task_publish": (
+            signals.before_task_publish,
+            lambda h, kw: h.before_task_publish(
+                task_name=kw.get("sender") or "",
+                headers=kw.get("headers") or {},
+                properties=kw.get("properties") or {},
+                routing_key=kw.get("routing_key") or "",
+            ),
+        ),
+        "after_task_publish": (
+            signals.after_task_publish,
+            lambda h, kw: h.after_task_publish(
+                task_name=kw.get("sender") or "",
+                headers=kw.get("headers") or {},
+                routing_key=kw.get("routing_key") or "",
+            ),
+        ),
+        "on_task_prerun": (
+            signals.task_prerun,
+            lambda h, kw: h.on_task_prerun(
+                task=kw.get("task"),
+                task_id=kw.get("task_id") or "",
+                args=kw.get("args"),
+                kwargs=kw.get("kwargs"),
+            ),
+        ),
+        "on_task_postrun": (
+            signals.task_postrun,
+            lambda h, kw: h.on_task_postrun(
+                task=kw.get("task"),
+                task_id=kw.get("task_id") or "",
+                state=kw.get("state"),
+                retval=kw.get("retval"),
+            ),
+        ),
+        "on_task_retry": (
+            signals.task_retry,
+            lambda h, kw: h.on_task_retry(request=kw.get("request"), reason=kw.get("reason")),
+        ),
+        "on_task_failure": (
+            signals.task_failure,
+            lambda h, kw: h.on_task_failure(
+                task=kw.get("sender"),
+                task_id=kw.get("task_id") or "",
+                exception=kw.get("exception") or Exception("unknown"),
+                traceback=kw.get("traceback"),
+            ),
+        ),
+        "on_task_success": (
+            signals.task_success,
+            lambda h, kw: h.on_task_success(task=kw.get("sender"), result=kw.get("result")),
+        ),
+        "on_task_revoked": (
+            signals.task_revoked,
+            lambda h, kw: h.on_task_revoked(
+                request=kw.get("request"),
+                terminated=bool(kw.get("terminated")),
+                signum=kw.get("signum"),
+                expired=bool(kw.get("expired")),
+            ),
+        ),
+        "on_task_rejected": (
+            signals.task_rejected,
+            lambda h, kw: h.on_task_rejected(message=kw.get("message"), exc=kw.get("exc")),
+        ),
+        "on_worker_init": (
+            signals.worker_init,
+            lambda h, kw: h.on_worker_init(sender=kw.get("sender")),
+        ),
+        "on_worker_ready": (
+            signals.worker_ready,
+            lambda h, kw: h.on_worker_ready(sender=kw.get("sender")),
+        ),
+        "on_worker_process_init": (
+            signals.worker_process_init,
+            lambda h, kw: h.on_worker_process_init(),
+        ),
+        "on_worker_shutdown": (
+            signals.worker_shutdown,
+            lambda h, kw: h.on_worker_shutdown(sender=kw.get("sender")),
+        ),
         "on_beat_init": (signals.beat_init, lambda h, kw: h.on_beat_init(sender=kw.get("sender"))),
-        "on_after_setup_logger": (signals.after_setup_logger, lambda h, kw: h.on_after_setup_logger(
-            logger=kw["logger"])),
+        "on_after_setup_logger": (
+            signals.after_setup_logger,
+            lambda h, kw: h.on_after_setup_logger(logger=kw["logger"]),
+        ),
     }
 
 

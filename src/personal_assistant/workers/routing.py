@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kombu import Exchange, Queue
+from kombu.entity import Exchange, Queue
 
 from personal_assistant.workers import constants as c
 
@@ -20,8 +20,12 @@ QUEUE_MODULES: dict[str, str] = {queue: f"{c.TASKS_PACKAGE}.{queue}" for queue i
 def task_queues() -> list[Queue]:
     """One direct exchange and queue per domain (the names are the public contract)."""
     return [
-        Queue(name, Exchange(name, type="direct"), routing_key=name,
-              queue_arguments={"x-max-priority": c.PRIORITY_MAX})
+        Queue(
+            name,
+            Exchange(name, type="direct"),
+            routing_key=name,
+            queue_arguments={"x-max-priority": c.PRIORITY_MAX},
+        )
         for name in c.QUEUES
     ]
 
@@ -29,8 +33,11 @@ def task_queues() -> list[Queue]:
 def task_routes() -> dict[str, dict[str, Any]]:
     """Glob routes by module: ``...tasks.ai_tasks.*`` goes to ``ai_tasks``, and so on."""
     return {
-        f"{module}.*": {"queue": queue, "routing_key": queue,
-                        "priority": c.DOMAIN_PRIORITIES[queue]}
+        f"{module}.*": {
+            "queue": queue,
+            "routing_key": queue,
+            "priority": c.DOMAIN_PRIORITIES[queue],
+        }
         for queue, module in QUEUE_MODULES.items()
     }
 

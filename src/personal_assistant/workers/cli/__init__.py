@@ -1,1 +1,1 @@
-"""Operator commands: ``celery -A personal_assistant.workers.celery_app <command>``, and ``make run``."""
+"""Operator commands: ``celery ... dlq`` (dead letters) and ``make run`` (the local stack)."""

@@ -60,10 +60,15 @@ def list_letters(ctx: click.Context, limit: int, as_json: bool) -> None:
     for column in ("id", "failed at (UTC)", "task", "args", "error", "queue", "retries"):
         table.add_column(column, overflow="fold")
     for letter in letters:
-        table.add_row(letter.id, _when(letter.failed_at), letter.task_name,
-                      _short([letter.args, letter.kwargs]),
-                      f"{letter.exception_type}: {letter.exception}"[:80],
-                      letter.queue or "-", str(letter.retries))
+        table.add_row(
+            letter.id,
+            _when(letter.failed_at),
+            letter.task_name,
+            _short([letter.args, letter.kwargs]),
+            f"{letter.exception_type}: {letter.exception}"[:80],
+            letter.queue or "-",
+            str(letter.retries),
+        )
     Console(width=200).print(table)
 
 
@@ -83,7 +88,7 @@ def show_letter(ctx: click.Context, letter_id: str) -> None:
 @click.argument("letter_ids", nargs=-1, required=True)
 @click.pass_context
 def replay_letters(ctx: click.Context, letter_ids: tuple[str, ...]) -> None:
-    """Send the tasks again, to their original queue and priority; replayed entries leave the DLQ."""
+    """Send the tasks again, to their first queue and priority; replayed entries leave the DLQ."""
     queue = _queue(ctx)
     missing = []
     for letter_id in letter_ids:
@@ -103,7 +108,10 @@ def replay_letters(ctx: click.Context, letter_ids: tuple[str, ...]) -> None:
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.pass_context
 def purge_letters(
-    ctx: click.Context, letter_ids: tuple[str, ...], purge_all: bool, yes: bool,
+    ctx: click.Context,
+    letter_ids: tuple[str, ...],
+    purge_all: bool,
+    yes: bool,
 ) -> None:
     """Delete the given dead letters, or all of them with --all."""
     if not letter_ids and not purge_all:

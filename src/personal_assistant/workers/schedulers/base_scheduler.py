@@ -44,7 +44,9 @@ def build_beat_schedule(*groups: Iterable[PeriodicTask]) -> dict[str, dict[str, 
             if entry.name in merged:
                 raise ValueError(f"two beat entries are named {entry.name!r}")
             if not entry.task.startswith(TASKS_PACKAGE + "."):
-                raise ValueError(f"beat entry {entry.name!r} names {entry.task!r}, "
-                                 f"which is outside {TASKS_PACKAGE}")
+                raise ValueError(
+                    f"beat entry {entry.name!r} names {entry.task!r}, "
+                    f"which is outside {TASKS_PACKAGE}"
+                )
             merged[entry.name] = entry.as_beat_entry()
     return merged

@@ -39,10 +39,12 @@ from personal_assistant.workers.utils.error_handling import (
 logger = logging.getLogger(__name__)
 
 
-def backoff_delay(retries: int, *, base: float, maximum: float, rng: random.Random | None = None) -> float:
+def backoff_delay(
+    retries: int, *, base: float, maximum: float, rng: random.Random | None = None
+) -> float:
     """Seconds to wait before retry number ``retries + 1`` (equal jitter, capped at ``maximum``)."""
     ceiling = min(maximum, base * (2 ** max(retries, 0)))
-    return ceiling / 2 + (rng or random).uniform(0, ceiling / 2)  # noqa: S311 - not crypto
+    return float(ceiling / 2 + (rng or random).uniform(0, ceiling / 2))
 
 
 @functools.lru_cache(maxsize=4)
@@ -79,33 +81,60 @@ class BaseTask(Task):  # type: ignore[misc]
             if not is_transient(exc):
                 raise
             settings = get_settings()
-            delay = backoff_delay(self.request.retries, base=settings.retry_backoff_base,
-                                  maximum=settings.retry_backoff_max)
-            logger.warning("%s[%s] transient %s: retry %d/%d in %.2fs", self.name, self.request.id,
-                           type(exc).__name__, self.request.retries + 1, self.max_retries, delay)
+            delay = backoff_delay(
+                self.request.retries,
+                base=settings.retry_backoff_base,
+                maximum=settings.retry_backoff_max,
+            )
+            logger.warning(
+                "%s[%s] transient %s: retry %d/%d in %.2fs",
+                self.name,
+                self.request.id,
+                type(exc).__name__,
+                self.request.retries + 1,
+                self.max_retries,
+                delay,
+            )
             # Retry re-raises ``exc`` itself once max_retries is reached: a final failure.
-            raise self.retry(exc=exc, countdown=delay, max_retries=settings.task_max_retries) from exc
+            raise self.retry(
+                exc=exc, countdown=delay, max_retries=settings.task_max_retries
+            ) from exc
 
     # -- dead letters -------------------------------------------------------------------------
-    def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
+    def on_failure(
+        self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any
+    ) -> None:
         """Write the final failure to the dead-letter queue (never raises)."""
         if not self.dead_letter or self.request.is_eager:
             return
         delivery = self.request.delivery_info or {}
         letter = DeadLetter(
-            task_name=self.name, task_id=task_id, args=list(args or ()), kwargs=dict(kwargs or {}),
-            exception_type=type(exc).__name__, exception=str(exc),
+            task_name=self.name,
+            task_id=task_id,
+            args=list(args or ()),
+            kwargs=dict(kwargs or {}),
+            exception_type=type(exc).__name__,
+            exception=str(exc),
             traceback=str(getattr(einfo, "traceback", "") or ""),
-            queue=delivery.get("routing_key"), priority=delivery.get("priority"),
-            retries=int(self.request.retries or 0), hostname=self.request.hostname,
+            queue=delivery.get("routing_key"),
+            priority=delivery.get("priority"),
+            retries=int(self.request.retries or 0),
+            hostname=self.request.hostname,
         )
         try:
             dead_letter_queue().add(letter)
-            logger.error("%s[%s] failed for good (%s); dead letter %s", self.name, task_id,
-                         letter.exception_type, letter.id)
+            logger.error(
+                "%s[%s] failed for good (%s); dead letter %s",
+                self.name,
+                task_id,
+                letter.exception_type,
+                letter.id,
+            )
         except Exception:
             # The task already failed; losing the DLQ copy must not hide that in the logs.
-            logger.exception("%s[%s] could not be written to the dead-letter queue", self.name, task_id)
+            logger.exception(
+                "%s[%s] could not be written to the dead-letter queue", self.name, task_id
+            )
 
     # -- publishing ---------------------------------------------------------------------------
     def apply_async(self, args: Any = None, kwargs: Any = None, **options: Any) -> Any:
@@ -143,8 +172,9 @@ class BaseTask(Task):  # type: ignore[misc]
         try:
             self.update_state(state="PROGRESS", meta=meta)
         except Exception:
-            logger.warning("%s[%s] could not publish progress", self.name, self.request.id,
-                           exc_info=True)
+            logger.warning(
+                "%s[%s] could not publish progress", self.name, self.request.id, exc_info=True
+            )
 
     # -- diagnostics --------------------------------------------------------------------------
     def describe_execution(self) -> dict[str, Any]:

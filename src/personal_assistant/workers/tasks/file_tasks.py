@@ -21,24 +21,42 @@ logger = logging.getLogger(__name__)
 
 
 def run_cleanup(
-    task: BaseTask, *, what: str, roots: Sequence[Path], max_age: timedelta,
-    patterns: Sequence[str], dry_run: bool, remove_empty_dirs: bool,
+    task: BaseTask,
+    *,
+    what: str,
+    roots: Sequence[Path],
+    max_age: timedelta,
+    patterns: Sequence[str],
+    dry_run: bool,
+    remove_empty_dirs: bool,
 ) -> dict[str, Any]:
     """Clean the configured ``roots`` for a task, with progress and a log line of the result."""
     report = cleanup_directory_tree(
-        roots, max_age=max_age, patterns=tuple(patterns), dry_run=dry_run,
+        roots,
+        max_age=max_age,
+        patterns=tuple(patterns),
+        dry_run=dry_run,
         remove_empty_dirs=remove_empty_dirs,
         progress=lambda seen, deleted: task.report_progress(seen, None, f"{deleted} deleted"),
     )
-    logger.info("%s%s: %d file(s), %d bytes %s under %s; %d error(s)", what,
-                " (dry run)" if dry_run else "", report.files_matched, report.bytes_freed,
-                "would be freed" if dry_run else "freed", ", ".join(report.roots), len(report.errors))
+    logger.info(
+        "%s%s: %d file(s), %d bytes %s under %s; %d error(s)",
+        what,
+        " (dry run)" if dry_run else "",
+        report.files_matched,
+        report.bytes_freed,
+        "would be freed" if dry_run else "freed",
+        ", ".join(report.roots),
+        len(report.errors),
+    )
     return report.as_dict()
 
 
 @app.task(base=BaseTask, bind=True)
 def cleanup_temp_files(
-    self: BaseTask, max_age_hours: float | None = None, patterns: list[str] | None = None,
+    self: BaseTask,
+    max_age_hours: float | None = None,
+    patterns: list[str] | None = None,
     dry_run: bool = False,
 ) -> dict[str, Any]:
     """Delete temporary files older than ``max_age_hours`` under TEMP_DIRS; report what was freed.
@@ -51,9 +69,13 @@ def cleanup_temp_files(
     if hours < 0:
         raise ValueError(f"max_age_hours must not be negative (got {hours})")
     return run_cleanup(
-        self, what="cleanup_temp_files", roots=settings.cleanup_temp_roots,
-        max_age=timedelta(hours=hours), patterns=patterns or settings.temp_file_patterns,
-        dry_run=dry_run, remove_empty_dirs=True,
+        self,
+        what="cleanup_temp_files",
+        roots=settings.cleanup_temp_roots,
+        max_age=timedelta(hours=hours),
+        patterns=patterns or settings.temp_file_patterns,
+        dry_run=dry_run,
+        remove_empty_dirs=True,
     )
 
 

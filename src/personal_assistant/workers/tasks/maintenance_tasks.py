@@ -16,7 +16,9 @@ from personal_assistant.workers.tasks.file_tasks import run_cleanup
 
 @app.task(base=BaseTask, bind=True)
 def cleanup_old_logs(
-    self: BaseTask, max_age_days: float | None = None, patterns: list[str] | None = None,
+    self: BaseTask,
+    max_age_days: float | None = None,
+    patterns: list[str] | None = None,
     dry_run: bool = False,
 ) -> dict[str, Any]:
     """Delete log files older than ``max_age_days`` under LOG_DIRS; report what was freed.
@@ -29,9 +31,13 @@ def cleanup_old_logs(
     if days < 0:
         raise ValueError(f"max_age_days must not be negative (got {days})")
     return run_cleanup(
-        self, what="cleanup_old_logs", roots=settings.cleanup_log_roots,
-        max_age=timedelta(days=days), patterns=patterns or settings.log_file_patterns,
-        dry_run=dry_run, remove_empty_dirs=False,
+        self,
+        what="cleanup_old_logs",
+        roots=settings.cleanup_log_roots,
+        max_age=timedelta(days=days),
+        patterns=patterns or settings.log_file_patterns,
+        dry_run=dry_run,
+        remove_empty_dirs=False,
     )
 
 

@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -25,18 +25,25 @@ class TransientError(Exception):
 
 
 class PermanentError(Exception):
-    """A failure that retrying cannot fix (bad input, 4xx, missing object): dead-lettered at once."""
+    """A failure retrying cannot fix (bad input, a 4xx, a missing object): dead-lettered at once."""
 
 
 # Errors retried with backoff unless a task says otherwise. OSError covers socket errors and
 # refused connections; its subclasses that describe the input (missing file, permission) are
 # excluded in is_transient because retrying them only delays the dead letter.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
-    TransientError, ConnectionError, TimeoutError, socket.timeout,
-    redis.ConnectionError, redis.TimeoutError,
+    TransientError,
+    ConnectionError,
+    TimeoutError,
+    socket.timeout,
+    redis.ConnectionError,
+    redis.TimeoutError,
 )
 PERMANENT_OS_ERRORS: tuple[type[BaseException], ...] = (
-    FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError,
+    FileNotFoundError,
+    PermissionError,
+    IsADirectoryError,
+    NotADirectoryError,
 )
 
 
@@ -112,8 +119,12 @@ class DeadLetterQueue:
     """The dead letters in one Redis database."""
 
     def __init__(
-        self, client: redis.Redis, *, max_entries: int = c.DLQ_MAX_ENTRIES,
-        key: str = c.DLQ_KEY, index_key: str = c.DLQ_INDEX_KEY,
+        self,
+        client: redis.Redis,
+        *,
+        max_entries: int = c.DLQ_MAX_ENTRIES,
+        key: str = c.DLQ_KEY,
+        index_key: str = c.DLQ_INDEX_KEY,
     ) -> None:
         self.client = client
         self.max_entries = max_entries
@@ -133,8 +144,10 @@ class DeadLetterQueue:
         """Store ``letter``; return its id."""
         letter.traceback = _clip(letter.traceback)
         letter.exception = _clip(letter.exception)
-        self._add(keys=[self.key, self.index_key],
-                  args=[letter.id, letter.to_json(), letter.failed_at, self.max_entries])
+        self._add(
+            keys=[self.key, self.index_key],
+            args=[letter.id, letter.to_json(), letter.failed_at, self.max_entries],
+        )
         return letter.id
 
     def __len__(self) -> int:
@@ -143,10 +156,11 @@ class DeadLetterQueue:
     def list(self, limit: int = 50, *, newest_first: bool = True) -> list[DeadLetter]:
         """Up to ``limit`` entries, newest first by default."""
         ids = (self.client.zrevrange if newest_first else self.client.zrange)(
-            self.index_key, 0, max(limit, 1) - 1)
+            self.index_key, 0, max(limit, 1) - 1
+        )
         if not ids:
             return []
-        raws = self.client.hmget(self.key, ids)
+        raws = self.client.hmget(self.key, cast("list[bytes]", ids))
         return [DeadLetter.from_json(raw) for raw in raws if raw is not None]
 
     def get(self, letter_id: str) -> DeadLetter:
@@ -157,7 +171,7 @@ class DeadLetterQueue:
         return DeadLetter.from_json(raw)
 
     def replay(self, letter_id: str, app: Any) -> str:
-        """Send the task again, as it was first sent; the entry leaves the queue. Returns the new task id.
+        """Send the task again as first sent; the entry leaves the queue. Returns the new task id.
 
         The entry is taken out before publishing (so two replays cannot both send it) and put back
         if publishing fails, so a broker outage loses nothing.
@@ -172,8 +186,13 @@ class DeadLetterQueue:
         if letter.priority is not None:
             options["priority"] = letter.priority
         try:
-            result = app.send_task(letter.task_name, args=letter.args, kwargs=letter.kwargs,
-                                   headers={"dlq_replay_of": letter.id}, **options)
+            result = app.send_task(
+                letter.task_name,
+                args=letter.args,
+                kwargs=letter.kwargs,
+                headers={"dlq_replay_of": letter.id},
+                **options,
+            )
         except Exception:
             self.add(letter)
             raise

@@ -1,0 +1,225 @@
+"""``make run``: the whole job on one machine, shut down cleanly with Ctrl-C.
+
+Starts one worker consuming all five queues (or WORKER_QUEUE) with an embedded beat (when
+SCHEDULER_ENABLED), against CELERY_BROKER_URL. When no broker answers there and the URL points at
+this machine, it starts a private ``redis-server`` (persistence on, data under DATA_DIR/redis)
+and stops it on exit. Children run in their own sessions, so Ctrl-C reaches only this supervisor,
+which then stops them in order: the worker first (warm shutdown), then Redis.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+from urllib.parse import urlsplit
+
+import redis
+
+from personal_assistant.workers.config import ConfigError, WorkerSettings, load_settings, mask_url
+
+logger = logging.getLogger("personal_assistant.workers.run")
+
+LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+# Celery's warm shutdown waits for running tasks; past this, the supervisor stops waiting.
+WORKER_STOP_TIMEOUT_S = 60.0
+REDIS_START_TIMEOUT_S = 15.0
+
+
+def broker_answers(url: str, timeout: float = 1.0) -> bool:
+    """True when a Redis server answers PING at ``url``."""
+    try:
+        client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except (redis.RedisError, OSError):
+        return False
+
+
+class PrivateRedis:
+    """A redis-server owned by ``make run``: AOF persistence, noeviction, loopback only."""
+
+    def __init__(self, url: str, data_dir: Path) -> None:
+        parts = urlsplit(url)
+        self.url = url
+        self.port = parts.port or 6379
+        self.password = parts.password
+        self.data_dir = data_dir / "redis"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Start the server and wait for it to answer; raise RuntimeError if it does not."""
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError(
+                "no broker answers and redis-server is not installed "
+                "(`apt-get install redis-server`, or set CELERY_BROKER_URL)"
+            )
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        args = [
+            binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "-::1",
+            "--dir",
+            str(self.data_dir.resolve()),
+            "--appendonly",
+            "yes",
+            "--maxmemory-policy",
+            "noeviction",
+            "--logfile",
+            "redis.log",
+        ]
+        if self.password:
+            args += ["--requirepass", self.password]
+        self.process = subprocess.Popen(args, start_new_session=True)  # noqa: S603 - our argv
+        deadline = time.monotonic() + REDIS_START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(
+                    f"redis-server exited with {self.process.returncode}; "
+                    f"see {self.data_dir / 'redis.log'}"
+                )
+            if broker_answers(self.url, timeout=0.2):
+                logger.info(
+                    "started a private Redis on port %d (data in %s)", self.port, self.data_dir
+                )
+                return
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"redis-server did not answer on port {self.port}")
+
+    def stop(self) -> None:
+        """Stop the server; it writes its AOF on SIGTERM."""
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+            logger.info("stopped the private Redis")
+
+
+def worker_command(settings: WorkerSettings) -> list[str]:
+    """The ``celery worker`` command line for this machine."""
+    command = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "personal_assistant.workers.celery_app",
+        "worker",
+        "-Q",
+        ",".join(settings.worker_queue),
+        "-c",
+        str(settings.worker_concurrency),
+        "--max-tasks-per-child",
+        str(settings.worker_max_tasks_per_child),
+        "-n",
+        "local@%h",
+        "-l",
+        settings.log_level,
+    ]
+    if settings.scheduler_enabled:
+        schedule = settings.data_dir / "celerybeat-schedule"
+        command += ["-B", "--schedule", str(schedule)]
+    return command
+
+
+class Supervisor:
+    """Runs the private broker (if needed) and the worker; stops both on a signal."""
+
+    def __init__(self, settings: WorkerSettings) -> None:
+        self.settings = settings
+        self.redis: PrivateRedis | None = None
+        self.worker: subprocess.Popen[bytes] | None = None
+        self.stopping = False
+
+    def ensure_broker(self) -> None:
+        """Use the configured broker, or start a private Redis where it should be."""
+        url = self.settings.celery_broker_url
+        if not url.startswith("redis"):
+            return  # RabbitMQ and others: the operator runs them.
+        if broker_answers(url):
+            logger.info("using the broker at %s", mask_url(url))
+            return
+        host = urlsplit(url).hostname or ""
+        if host not in LOCAL_HOSTS:
+            raise RuntimeError(
+                f"no broker answers at {mask_url(url)}, and it is not on this "
+                "machine, so none is started for it"
+            )
+        self.redis = PrivateRedis(url, self.settings.data_dir)
+        self.redis.start()
+
+    def run(self) -> int:
+        """Start everything, wait for the worker, stop everything; return the exit code."""
+        for directory in (*self.settings.cleanup_temp_roots, *self.settings.cleanup_log_roots):
+            directory.mkdir(parents=True, exist_ok=True)
+        signal.signal(signal.SIGINT, self._on_signal)
+        signal.signal(signal.SIGTERM, self._on_signal)
+        try:
+            self.ensure_broker()
+            command = worker_command(self.settings)
+            logger.info("starting: %s", " ".join(command[1:]))
+            self.worker = subprocess.Popen(  # noqa: S603 - argv built here, no shell
+                command, start_new_session=True, env=os.environ.copy()
+            )
+            while self.worker.poll() is None:
+                time.sleep(0.2)
+            return 0 if self.stopping else int(self.worker.returncode or 0)
+        finally:
+            self._stop_worker()
+            if self.redis is not None:
+                self.redis.stop()
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if self.stopping:
+            logger.warning("second signal: stopping the worker now")
+            if self.worker and self.worker.poll() is None:
+                self.worker.kill()
+            return
+        self.stopping = True
+        logger.info("shutting down (Ctrl-C again to force)")
+        if self.worker and self.worker.poll() is None:
+            self.worker.terminate()  # Celery's warm shutdown: finish running tasks.
+
+    def _stop_worker(self) -> None:
+        if not self.worker or self.worker.poll() is not None:
+            return
+        self.worker.terminate()
+        try:
+            self.worker.wait(timeout=WORKER_STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self.worker.kill()
+            self.worker.wait()
+
+
+def main() -> int:
+    """Entry point of ``make run``."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s run: %(message)s")
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        sys.stderr.write(f"personal_assistant.workers: {exc}\n")
+        return 2
+    try:
+        return Supervisor(settings).run()
+    except RuntimeError as exc:
+        sys.stderr.write(f"make run: {exc}\n")
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
