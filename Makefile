@@ -40,7 +40,7 @@ lint: deps
 
 ## bench: benchmarks against the anchors, measured in the same run
 bench: deps system-deps
-	$(BIN)/pytest tests/performance -p no:randomly -s
+	$(BIN)/pytest tests/performance -s
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -11,6 +11,7 @@ import redis
 
 from personal_assistant.workers.celery_app import WorkerApp, create_app
 from personal_assistant.workers.config import load_settings
+from tests.support import tasks as _test_tasks  # noqa: F401 - registers the shared test tasks
 from tests.support.redis_server import RedisServer
 from tests.support.worker import WorkerProcess
 

@@ -1,4 +1,7 @@
-"""Tasks used only by the integration tests; they record what happened in Redis."""
+"""Tasks used only by the integration tests; they record what happened in Redis.
+
+Shared tasks, so every app (the worker's and each test's producer app) knows their names.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +11,8 @@ from typing import Any
 
 import redis
 
-from personal_assistant.workers.celery_app import app
+from celery import shared_task
+
 from personal_assistant.workers.config import get_settings
 from personal_assistant.workers.tasks.base_tasks import BaseTask
 from personal_assistant.workers.utils.error_handling import PermanentError, TransientError
@@ -18,14 +22,14 @@ def _redis() -> redis.Redis:
     return redis.Redis.from_url(get_settings().celery_broker_url)
 
 
-@app.task(base=BaseTask, bind=True, name="tests.record")
+@shared_task(base=BaseTask, bind=True, name="tests.record")
 def record(self: BaseTask, tag: str) -> str:
     """Append ``tag`` to the list ``test:order``."""
     _redis().rpush("test:order", tag)
     return tag
 
 
-@app.task(base=BaseTask, bind=True, name="tests.flaky")
+@shared_task(base=BaseTask, bind=True, name="tests.flaky")
 def flaky(self: BaseTask, key: str, transient_failures: int) -> int:
     """Fail transiently ``transient_failures`` times, then succeed; log each attempt's time."""
     client = _redis()
@@ -36,7 +40,7 @@ def flaky(self: BaseTask, key: str, transient_failures: int) -> int:
     return attempt
 
 
-@app.task(base=BaseTask, bind=True, name="tests.broken_until_fixed")
+@shared_task(base=BaseTask, bind=True, name="tests.broken_until_fixed")
 def broken_until_fixed(self: BaseTask, key: str) -> str:
     """Fail permanently until the key ``fixed:<key>`` exists."""
     client = _redis()
@@ -46,7 +50,7 @@ def broken_until_fixed(self: BaseTask, key: str) -> str:
     return "fixed"
 
 
-@app.task(base=BaseTask, bind=True, name="tests.slow")
+@shared_task(base=BaseTask, bind=True, name="tests.slow")
 def slow(self: BaseTask, key: str, seconds: float) -> dict[str, Any]:
     """Record the start, sleep, record the end."""
     client = _redis()
@@ -54,3 +58,17 @@ def slow(self: BaseTask, key: str, seconds: float) -> dict[str, Any]:
     time.sleep(seconds)
     client.rpush(f"done:{key}", os.getpid())
     return self.describe_execution()
+
+
+@shared_task(base=BaseTask, bind=True, name="tests.step")
+def step(
+    self: BaseTask, name: str, fail: bool = False, result: Any = None, seconds: float = 0.0
+) -> Any:
+    """A workflow step: record its name in ``wf:ran``, optionally sleep, fail or return ``result``."""
+    client = _redis()
+    client.rpush("wf:ran", name)
+    if seconds:
+        time.sleep(seconds)
+    if fail:
+        raise PermanentError(f"{name} failed")
+    return {"name": name} if result is None else result

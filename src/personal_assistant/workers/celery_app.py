@@ -21,6 +21,7 @@ from personal_assistant.workers.config import (
 )
 from personal_assistant.workers.constants import PRIORITY_DEFAULT
 from personal_assistant.workers.hooks import HookRegistry, WorkerHook
+from personal_assistant.workers.schedulers.workflow_hook import WorkflowHook
 from personal_assistant.workers.tasks import TASK_MODULES
 
 
@@ -34,6 +35,10 @@ class MaskSecretsHook(WorkerHook):
         for handler in logger.handlers:
             if not any(isinstance(f, MaskSecretsFilter) for f in handler.filters):
                 handler.addFilter(MaskSecretsFilter())
+
+    def on_after_setup_task_logger(self, *, logger: logging.Logger) -> None:
+        """Task loggers get their own handlers; mask those too."""
+        self.on_after_setup_logger(logger=logger)
 
 
 class DefaultPriorityHook(WorkerHook):
@@ -73,6 +78,7 @@ def create_app(settings: WorkerSettings | None = None) -> WorkerApp:
     new_app = WorkerApp(settings or get_settings())
     new_app.hooks.add(MaskSecretsHook())
     new_app.hooks.add(DefaultPriorityHook())
+    new_app.hooks.add(WorkflowHook(new_app))
     return new_app
 
 

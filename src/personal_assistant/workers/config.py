@@ -9,9 +9,10 @@ from __future__ import annotations
 import functools
 import logging
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -25,7 +26,9 @@ BROKER_SCHEMES = frozenset({"redis", "rediss", "amqp", "amqps", "pyamqp", "memor
 BACKEND_SCHEMES = frozenset(
     {"redis", "rediss", "rpc", "db+postgresql", "db+sqlite", "cache+memory"}
 )
-_SECRET_IN_URL = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)(?P<secret>[^@\s/]+)@")
+# The password runs to the *last* '@' of the authority (as urllib and redis-py split it), so a
+# password containing '@' is masked whole.
+_SECRET_IN_URL = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)(?P<secret>[^\s/]+)@")
 MASK = "****"
 
 
@@ -57,7 +60,7 @@ def _check_url(url: str, allowed: frozenset[str], what: str) -> str:
         and not parts.path.strip("/").isdigit()
     ):
         raise ValueError(f"unparseable {what} URL {mask_url(url)!r}: the database must be a number")
-    return urlunsplit(parts)
+    return url  # as given: re-joining the parts would drop the '//' of host-less URLs
 
 
 def _split_csv(value: Any) -> Any:
@@ -202,6 +205,10 @@ class WorkerSettings(BaseSettings):
         return f"WorkerSettings({fields})"
 
     __str__ = __repr__
+
+    def __rich_repr__(self) -> Iterator[tuple[str, Any]]:
+        """What rich's pretty printer shows: the masked settings (pydantic's would not mask)."""
+        yield from self.safe_dict().items()
 
 
 def _describe(error: dict[str, Any]) -> str:

@@ -92,7 +92,10 @@ class WorkerHook:
         """A beat service is starting."""
 
     def on_after_setup_logger(self, *, logger: logging.Logger) -> None:
-        """Celery configured a logger (main or task logger)."""
+        """Celery configured its main logger."""
+
+    def on_after_setup_task_logger(self, *, logger: logging.Logger) -> None:
+        """Celery configured its task logger."""
 
 
 def _signal_adapters() -> dict[str, tuple[Any, Callable[[WorkerHook, dict[str, Any]], None]]]:
@@ -183,6 +186,10 @@ def _signal_adapters() -> dict[str, tuple[Any, Callable[[WorkerHook, dict[str, A
         "on_after_setup_logger": (
             signals.after_setup_logger,
             lambda h, kw: h.on_after_setup_logger(logger=kw["logger"]),
+        ),
+        "on_after_setup_task_logger": (
+            signals.after_setup_task_logger,
+            lambda h, kw: h.on_after_setup_task_logger(logger=kw["logger"]),
         ),
     }
 

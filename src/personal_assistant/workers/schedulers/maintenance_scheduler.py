@@ -18,6 +18,13 @@ MAINTENANCE_SCHEDULE: tuple[PeriodicTask, ...] = (
         task=f"{TASKS_PACKAGE}.file_tasks.cleanup_temp_files",
         schedule=crontab(hour=2, minute=0),
     ),
+    # Backstop for workflow timeouts longer than MAX_COUNTDOWN or whose timer was lost; a
+    # minute is the resolution users can expect for such long timeouts.
+    PeriodicTask(
+        name="sweep-workflow-timeouts",
+        task=f"{TASKS_PACKAGE}.maintenance_tasks.sweep_workflow_timeouts",
+        schedule=60.0,
+    ),
     PeriodicTask(
         name="cleanup-old-logs",
         task=f"{TASKS_PACKAGE}.maintenance_tasks.cleanup_old_logs",

@@ -42,9 +42,16 @@ logger = logging.getLogger(__name__)
 def backoff_delay(
     retries: int, *, base: float, maximum: float, rng: random.Random | None = None
 ) -> float:
-    """Seconds to wait before retry number ``retries + 1`` (equal jitter, capped at ``maximum``)."""
-    ceiling = min(maximum, base * (2 ** max(retries, 0)))
-    return float(ceiling / 2 + (rng or random).uniform(0, ceiling / 2))
+    """Seconds to wait before retry number ``retries + 1``.
+
+    Drawn between the previous ceiling and this one: ``[d/2, d]`` with ``d = base * 2**n``
+    ("equal jitter"), both ends capped at ``maximum``. Each range starts where the last one
+    ended, so delays never shrink, also at the cap (where they settle at ``maximum``).
+    """
+    n = max(retries, 0)
+    upper = min(maximum, base * 2**n)
+    lower = min(maximum, base * 2**n / 2)
+    return float(lower + (rng or random).uniform(0, upper - lower))
 
 
 @functools.lru_cache(maxsize=4)

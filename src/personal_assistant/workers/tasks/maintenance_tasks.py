@@ -1,6 +1,7 @@
 """Tasks of the maintenance domain (queue ``maintenance_tasks``): log retention and upkeep.
 
-``cleanup_old_logs`` is idempotent, so redelivery after a lost worker is safe.
+All tasks here are idempotent (cleanup of what is gone, timeout checks decided in Redis), so
+redelivery after a lost worker is safe.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from typing import Any
 
 from personal_assistant.workers.celery_app import app
 from personal_assistant.workers.config import get_settings
+from personal_assistant.workers.schedulers import workflow_runtime
 from personal_assistant.workers.tasks.base_tasks import BaseTask
 from personal_assistant.workers.tasks.file_tasks import run_cleanup
 
@@ -39,6 +41,18 @@ def cleanup_old_logs(
         dry_run=dry_run,
         remove_empty_dirs=False,
     )
+
+
+@app.task(base=BaseTask, bind=True)
+def check_workflow_timeouts(self: BaseTask, workflow_id: str) -> list[str]:
+    """Time out one workflow's tasks that waited too long; returns the tasks that became ready."""
+    return workflow_runtime.check_timeouts(self.app, workflow_id)
+
+
+@app.task(base=BaseTask, bind=True)
+def sweep_workflow_timeouts(self: BaseTask) -> int:
+    """Check every open workflow for timeouts (beat backstop for long or lost timers)."""
+    return workflow_runtime.sweep_open_workflows(self.app)
 
 
 @app.task(base=BaseTask, bind=True)

@@ -36,6 +36,7 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     ConnectionError,
     TimeoutError,
     socket.timeout,
+    OSError,
     redis.ConnectionError,
     redis.TimeoutError,
 )

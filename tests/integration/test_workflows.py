@@ -1,0 +1,180 @@
+"""Workflows on real workers: order, failure semantics by trigger rule, exactly-once fan-in."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, cast
+
+import pytest
+import redis
+
+from personal_assistant.workers import constants as c
+from personal_assistant.workers.celery_app import WorkerApp
+from personal_assistant.workers.schedulers.dependency_scheduler import (
+    submit_workflow,
+    workflow_status,
+)
+from tests.support.waiting import wait_for
+from tests.support.worker import WorkerProcess
+
+pytestmark = pytest.mark.integration
+
+Q = {"queue": c.MAINTENANCE_QUEUE}
+
+
+def step(name: str, *depends_on: str, **extra: Any) -> dict[str, Any]:
+    """A task of the test workflow: runs tests.step with its own name."""
+    kwargs = {"name": name, **extra.pop("kwargs", {})}
+    return {
+        "task": "tests.step",
+        "kwargs": kwargs,
+        "depends_on": list(depends_on),
+        "options": Q,
+        **extra,
+    }
+
+
+def ran(client: redis.Redis) -> list[str]:
+    return [raw.decode() for raw in cast("list[bytes]", client.lrange("wf:ran", 0, -1))]
+
+
+def finished(app: WorkerApp, workflow_id: str, timeout: float = 60) -> dict[str, Any]:
+    return cast(
+        dict[str, Any],
+        wait_for(
+            lambda: (s := workflow_status(workflow_id, app=app))["state"] != "running" and s,
+            timeout=timeout,
+            interval=0.1,
+        ),
+    )
+
+
+def test_a_diamond_runs_each_task_once_after_its_dependencies(
+    producer_app: WorkerApp,
+    redis_client: redis.Redis,
+    start_worker: Callable[..., WorkerProcess],
+) -> None:
+    start_worker([c.MAINTENANCE_QUEUE], concurrency=2)
+    workflow_id = submit_workflow(
+        {
+            "name": "diamond",
+            "tasks": {
+                "a": step("a"),
+                "b": step("b", "a"),
+                "c": step("c", "a"),
+                "d": step("d", "b", "c"),
+            },
+        },
+        app=producer_app,
+    )
+    status = finished(producer_app, workflow_id)
+    assert status["state"] == "completed"
+    order = ran(redis_client)
+    assert sorted(order) == ["a", "b", "c", "d"]
+    assert order[0] == "a" and order[-1] == "d"
+    tasks = status["tasks"]
+    assert all(t["status"] == "completed" for t in tasks.values())
+    assert tasks["d"]["started_at"] >= max(tasks["b"]["ended_at"], tasks["c"]["ended_at"])
+    assert tasks["b"]["started_at"] >= tasks["a"]["ended_at"]
+
+
+def test_a_failing_branch_skips_or_runs_its_dependents_by_their_rules(
+    producer_app: WorkerApp,
+    redis_client: redis.Redis,
+    start_worker: Callable[..., WorkerProcess],
+) -> None:
+    start_worker([c.MAINTENANCE_QUEUE], concurrency=2)
+    workflow_id = submit_workflow(
+        {
+            "name": "branches",
+            "tasks": {
+                "a": step("a"),
+                "bad": step("bad", "a", kwargs={"fail": True}),
+                "good": step("good", "a", kwargs={"result": {"n": 5}}),
+                "join": step("join", "bad", "good"),  # all_success
+                "alarm": step("alarm", "bad", trigger_rule="one_failed"),
+                "cleanup": step("cleanup", "bad", "good", trigger_rule="all_done"),
+                "either": step("either", "bad", "good", trigger_rule="one_success"),
+                "big": step("big", "good", condition="good.result['n'] > 10"),
+                "after_big": step("after_big", "big"),
+                "tolerant": step("tolerant", "big", "good", trigger_rule="none_failed"),
+                "report": step("report", "join", trigger_rule="all_failed"),
+            },
+        },
+        app=producer_app,
+    )
+    status = finished(producer_app, workflow_id)
+    statuses = {tid: t["status"] for tid, t in status["tasks"].items()}
+    assert statuses == {
+        "a": "completed",
+        "bad": "failed",
+        "good": "completed",
+        "join": "upstream_failed",
+        "alarm": "completed",
+        "cleanup": "completed",
+        "either": "completed",
+        "big": "skipped",
+        "after_big": "skipped",
+        "tolerant": "completed",
+        "report": "completed",
+    }
+    assert "bad failed" in status["tasks"]["bad"]["error"]
+    assert "condition is false" in status["tasks"]["big"]["error"]
+    assert set(ran(redis_client)) == {
+        "a",
+        "bad",
+        "good",
+        "alarm",
+        "cleanup",
+        "either",
+        "tolerant",
+        "report",
+    }
+    # Leaves decide: after_big was skipped and the others completed, so the workflow completed.
+    assert status["state"] == "completed"
+
+
+def test_a_failed_leaf_fails_the_workflow(
+    producer_app: WorkerApp,
+    start_worker: Callable[..., WorkerProcess],
+) -> None:
+    start_worker([c.MAINTENANCE_QUEUE])
+    workflow_id = submit_workflow(
+        {
+            "tasks": {
+                "a": step("a"),
+                "b": step("b", "a", kwargs={"fail": True}),
+                "c": step("c", "b"),
+            }
+        },
+        app=producer_app,
+    )
+    status = finished(producer_app, workflow_id)
+    assert status["state"] == "failed"
+    assert status["tasks"]["c"]["status"] == "upstream_failed"
+
+
+def test_a_fan_in_of_500_upstreams_on_2_workers_dispatches_its_dependent_exactly_once(
+    producer_app: WorkerApp,
+    redis_client: redis.Redis,
+    start_worker: Callable[..., WorkerProcess],
+) -> None:
+    for _ in range(2):
+        start_worker([c.MAINTENANCE_QUEUE], concurrency=2)
+    uppers = [f"u{i}" for i in range(500)]
+    definition = {
+        "name": "fan-in",
+        "tasks": {
+            **{u: step(u) for u in uppers},
+            "sink": step("sink", *uppers),
+        },
+    }
+    for repetition in range(20):
+        redis_client.delete("wf:ran")
+        workflow_id = submit_workflow(definition, app=producer_app)
+        status = finished(producer_app, workflow_id, timeout=120)
+        assert status["state"] == "completed", (repetition, status["counts"])
+        runs = ran(redis_client)
+        assert runs.count("sink") == 1, repetition
+        assert len(runs) == 501, repetition
+        assert runs[-1] == "sink"

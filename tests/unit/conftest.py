@@ -1,0 +1,30 @@
+"""Fixtures of the unit tests: an environment with none of the workers' variables set."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from personal_assistant.workers.config import WorkerSettings, get_settings
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[pytest.MonkeyPatch]:
+    """No settings variable in the environment, no ``.env`` in the cwd, a fresh settings cache.
+
+    Tests set variables on the returned monkeypatch; the cache is cleared again afterwards, so
+    the next ``get_settings()`` reads the restored environment.
+    """
+    fields = set(WorkerSettings.model_fields)
+    for key in list(os.environ):
+        if key.lower() in fields:
+            monkeypatch.delenv(key)
+    workdir = tmp_path / "cwd"
+    workdir.mkdir()
+    monkeypatch.chdir(workdir)
+    get_settings.cache_clear()
+    yield monkeypatch
+    get_settings.cache_clear()

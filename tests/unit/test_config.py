@@ -1,0 +1,344 @@
+"""Settings from the environment: defaults, one clear error per bad variable, secrets masked."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+import traceback
+from pathlib import Path
+
+import pytest
+from rich.pretty import pretty_repr
+
+from personal_assistant.workers import constants as c
+from personal_assistant.workers.config import (
+    ConfigError,
+    MaskSecretsFilter,
+    get_settings,
+    load_settings,
+    mask_url,
+)
+from tests.support.worker import APP, worker_env
+
+# The password the tests look for in everything that is printed or logged.
+HIDDEN = "hunter2-s3cret"
+URL_WITH_SECRET = f"redis://alice:{HIDDEN}@cache.internal:6380/1"
+
+
+def config_error(monkeypatch: pytest.MonkeyPatch, **variables: str) -> str:
+    """Set the variables, load the settings, and return the ConfigError's message."""
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    return str(caught.value)
+
+
+# --- defaults and reading the environment ----------------------------------------------------
+
+
+def test_defaults_load_when_no_variable_is_set(clean_env: pytest.MonkeyPatch) -> None:
+    settings = load_settings()
+
+    assert settings.environment == "development"
+    assert settings.celery_broker_url == "redis://localhost:6379/0"
+    assert settings.worker_queue == list(c.QUEUES)
+    assert settings.worker_concurrency == 2
+    assert settings.task_time_limit == c.TASK_TIME_LIMIT_S
+    assert settings.task_soft_time_limit == c.TASK_SOFT_TIME_LIMIT_S
+    assert settings.max_countdown == c.MAX_COUNTDOWN_S
+    assert settings.dlq_max_entries == c.DLQ_MAX_ENTRIES
+
+
+def test_variables_are_read_from_the_environment(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("ENVIRONMENT", " Production ")
+    clean_env.setenv("LOG_LEVEL", "debug")
+    clean_env.setenv("WORKER_CONCURRENCY", "7")
+    clean_env.setenv("CELERY_BROKER_URL", "redis://broker.internal:6379/3")
+    clean_env.setenv("SCHEDULER_ENABLED", "false")
+
+    settings = load_settings()
+
+    assert settings.environment == "production"
+    assert settings.log_level == "DEBUG"
+    assert settings.worker_concurrency == 7
+    assert settings.celery_broker_url == "redis://broker.internal:6379/3"
+    assert settings.scheduler_enabled is False
+
+
+def test_get_settings_reads_the_environment_again_after_cache_clear(
+    clean_env: pytest.MonkeyPatch,
+) -> None:
+    clean_env.setenv("WORKER_CONCURRENCY", "3")
+    assert get_settings().worker_concurrency == 3
+
+    clean_env.setenv("WORKER_CONCURRENCY", "4")
+    assert get_settings().worker_concurrency == 3
+    get_settings.cache_clear()
+    assert get_settings().worker_concurrency == 4
+
+
+def test_comma_separated_lists_are_split_and_trimmed(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("WORKER_QUEUE", "ai_tasks, email_tasks")
+    clean_env.setenv("TEMP_DIRS", "/srv/tmp/a,/srv/tmp/b")
+    clean_env.setenv("LOG_FILE_PATTERNS", "*.log, ,*.txt,")
+
+    settings = load_settings()
+
+    assert settings.worker_queue == ["ai_tasks", "email_tasks"]
+    assert settings.temp_dirs == [Path("/srv/tmp/a"), Path("/srv/tmp/b")]
+    assert settings.log_file_patterns == ["*.log", "*.txt"]
+
+
+# --- each bad value stops start-up with a message naming the variable ------------------------
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("ENVIRONMENT", "prod"),
+        ("WORKER_CONCURRENCY", "abc"),
+        ("WORKER_CONCURRENCY", "0"),
+        ("CELERY_BROKER_URL", "redis://localhost:abc/0"),
+        ("CELERY_BROKER_URL", "redsi://localhost:6379/0"),
+        ("CELERY_BROKER_URL", "redis://:6379/0"),
+        ("CELERY_BROKER_URL", "redis://localhost:6379/zero"),
+        ("CELERY_RESULT_BACKEND", "mongodb://localhost/results"),
+        ("WORKER_QUEUE", "ai_tasks,bogus_tasks"),
+        ("WORKER_QUEUE", ""),
+    ],
+    ids=[
+        "environment-prod",
+        "concurrency-abc",
+        "concurrency-0",
+        "broker-port-abc",
+        "broker-unknown-scheme",
+        "broker-missing-host",
+        "broker-db-not-a-number",
+        "backend-unknown-scheme",
+        "queue-unknown",
+        "queue-empty",
+    ],
+)
+def test_a_bad_value_gives_a_one_line_config_error_naming_the_variable(
+    clean_env: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    message = config_error(clean_env, **{variable: value})
+
+    assert f"{variable}:" in message
+    assert "\n" not in message
+
+
+def test_an_unknown_queue_is_named_in_the_error(clean_env: pytest.MonkeyPatch) -> None:
+    message = config_error(clean_env, WORKER_QUEUE="ai_tasks,bogus_tasks")
+
+    assert "bogus_tasks" in message
+    assert "maintenance_tasks" in message  # the known queues are listed
+
+
+def test_an_unknown_scheme_lists_the_known_ones(clean_env: pytest.MonkeyPatch) -> None:
+    message = config_error(clean_env, CELERY_BROKER_URL="redsi://localhost:6379/0")
+
+    assert "'redsi'" in message
+    assert "'redis'" in message
+
+
+@pytest.mark.parametrize(("soft", "hard"), [("3600", "3600"), ("4000", "3600")])
+def test_a_soft_time_limit_not_below_the_hard_limit_is_refused(
+    clean_env: pytest.MonkeyPatch, soft: str, hard: str
+) -> None:
+    message = config_error(clean_env, TASK_SOFT_TIME_LIMIT=soft, TASK_TIME_LIMIT=hard)
+
+    assert "TASK_SOFT_TIME_LIMIT" in message
+    assert "TASK_TIME_LIMIT" in message
+
+
+@pytest.mark.parametrize("visibility", ["3600", "1000"])
+def test_a_visibility_timeout_not_above_the_time_limit_is_refused(
+    clean_env: pytest.MonkeyPatch, visibility: str
+) -> None:
+    message = config_error(clean_env, VISIBILITY_TIMEOUT=visibility, TASK_TIME_LIMIT="3600")
+
+    assert "VISIBILITY_TIMEOUT" in message
+
+
+def test_a_visibility_timeout_above_every_wait_is_accepted(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("VISIBILITY_TIMEOUT", "3601")
+
+    assert load_settings().effective_visibility_timeout == 3601
+
+
+def test_a_bad_value_in_the_cli_stops_celery_with_one_line_and_exit_code_2(tmp_path: Path) -> None:
+    env = worker_env("redis://127.0.0.1:1/0", {"WORKER_CONCURRENCY": "abc"})
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", APP, "inspect", "ping"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2, proc.stderr
+    assert len(lines) == 1, proc.stderr
+    assert "WORKER_CONCURRENCY" in lines[0]
+    assert "Traceback" not in proc.stderr + proc.stdout
+
+
+# --- secrets ---------------------------------------------------------------------------------
+
+
+def test_passwords_are_masked_in_repr_str_and_safe_dict(clean_env: pytest.MonkeyPatch) -> None:
+    settings = load_settings(
+        celery_broker_url=URL_WITH_SECRET, celery_result_backend=URL_WITH_SECRET
+    )
+
+    shown = [repr(settings), str(settings), f"{settings}", json.dumps(settings.safe_dict())]
+
+    for text in shown:
+        assert HIDDEN not in text
+        assert "alice:****@cache.internal:6380" in text
+    # Masking is for display only: the settings still hold the real URL to connect with.
+    assert settings.celery_broker_url == URL_WITH_SECRET
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"redis://alice:{HIDDEN}@cache.internal:abc/0",
+        f"redsi://alice:{HIDDEN}@cache.internal:6379/0",
+        f"redis://alice:{HIDDEN}@cache.internal:6379/zero",
+        f"redis://:{HIDDEN}@:6379/0",
+    ],
+    ids=["bad-port", "unknown-scheme", "db-not-a-number", "no-host"],
+)
+def test_a_password_never_appears_in_a_config_error(
+    clean_env: pytest.MonkeyPatch, url: str
+) -> None:
+    clean_env.setenv("CELERY_BROKER_URL", url)
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+
+    printed = "".join(traceback.format_exception(caught.value))
+    assert "CELERY_BROKER_URL" in str(caught.value)
+    assert HIDDEN not in printed
+    assert HIDDEN not in repr(caught.value.args)
+
+
+@pytest.mark.parametrize(
+    ("url", "masked"),
+    [
+        (URL_WITH_SECRET, "redis://alice:****@cache.internal:6380/1"),
+        (f"redis://:{HIDDEN}@cache.internal:6379/0", "redis://:****@cache.internal:6379/0"),
+        (f"amqp://guest:{HIDDEN}@rabbit:5672//", "amqp://guest:****@rabbit:5672//"),
+        ("redis://cache.internal:6379/0", "redis://cache.internal:6379/0"),
+        ("redis://alice@cache.internal:6379/0", "redis://alice@cache.internal:6379/0"),
+    ],
+)
+def test_mask_url_hides_the_password_and_keeps_user_and_host(url: str, masked: str) -> None:
+    assert mask_url(url) == masked
+
+
+def test_mask_url_masks_every_url_in_a_longer_text() -> None:
+    text = f"broker {URL_WITH_SECRET} backend redis://bob:other-pw@db:6379/2 done"
+
+    assert mask_url(text) == (
+        "broker redis://alice:****@cache.internal:6380/1 backend redis://bob:****@db:6379/2 done"
+    )
+
+
+def test_a_password_containing_an_at_sign_is_masked_whole() -> None:
+    masked = mask_url("redis://alice:pa55@word@cache.internal:6379/0")
+
+    assert "word" not in masked
+    assert masked == "redis://alice:****@cache.internal:6379/0"
+
+
+def test_rich_pretty_printing_of_settings_masks_the_password(clean_env: pytest.MonkeyPatch) -> None:
+    settings = load_settings(celery_broker_url=URL_WITH_SECRET)
+
+    assert HIDDEN not in pretty_repr(settings)
+
+
+def test_the_log_filter_masks_a_url_logged_as_an_argument(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.handler.addFilter(MaskSecretsFilter())
+    logger = logging.getLogger("tests.unit.config")
+
+    with caplog.at_level(logging.INFO, logger="tests.unit.config"):
+        logger.info("connecting to %s", URL_WITH_SECRET)
+        logger.info("backend is %s too", URL_WITH_SECRET)
+
+    assert HIDDEN not in caplog.text
+    assert [r.getMessage() for r in caplog.records] == [
+        "connecting to redis://alice:****@cache.internal:6380/1",
+        "backend is redis://alice:****@cache.internal:6380/1 too",
+    ]
+
+
+def test_the_log_filter_leaves_other_records_untouched_and_never_drops_them() -> None:
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "plain %s", ("text",), None)
+
+    assert MaskSecretsFilter().filter(record) is True
+    assert record.msg == "plain %s"
+    assert record.args == ("text",)
+
+
+# --- derived values --------------------------------------------------------------------------
+
+
+def test_the_derived_visibility_timeout_exceeds_the_time_limit_and_the_longest_countdown(
+    clean_env: pytest.MonkeyPatch,
+) -> None:
+    defaults = load_settings()
+    longer = load_settings(task_time_limit=7200, task_soft_time_limit=7000, max_countdown=9000)
+
+    assert defaults.effective_visibility_timeout > defaults.task_time_limit
+    assert defaults.effective_visibility_timeout > defaults.max_countdown
+    assert defaults.effective_visibility_timeout > defaults.retry_backoff_max
+    assert longer.effective_visibility_timeout > 9000
+
+
+def test_the_result_backend_defaults_to_the_broker_redis(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("CELERY_BROKER_URL", URL_WITH_SECRET)
+
+    settings = load_settings()
+
+    assert settings.celery_result_backend == ""
+    assert settings.result_backend_url == URL_WITH_SECRET
+
+
+def test_an_explicit_result_backend_wins_over_the_broker(clean_env: pytest.MonkeyPatch) -> None:
+    settings = load_settings(
+        celery_broker_url="redis://broker:6379/0", celery_result_backend="redis://results:6379/5"
+    )
+
+    assert settings.result_backend_url == "redis://results:6379/5"
+
+
+def test_a_non_redis_broker_without_a_backend_uses_rpc_results(
+    clean_env: pytest.MonkeyPatch,
+) -> None:
+    settings = load_settings(celery_broker_url="amqp://guest:guest@rabbit:5672//")
+
+    assert settings.result_backend_url == "rpc://"
+
+
+@pytest.mark.parametrize(
+    ("field", "url"),
+    [
+        ("celery_result_backend", "rpc://"),
+        ("celery_broker_url", "memory://"),
+        ("celery_result_backend", "db+sqlite:///results.db"),
+    ],
+)
+def test_an_accepted_url_is_kept_as_it_was_given(
+    clean_env: pytest.MonkeyPatch, field: str, url: str
+) -> None:
+    settings = load_settings(**{field: url})
+
+    assert getattr(settings, field) == url
