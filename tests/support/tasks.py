@@ -72,3 +72,9 @@ def step(
     if fail:
         raise PermanentError(f"{name} failed")
     return {"name": name} if result is None else result
+
+
+@shared_task(name="tests.noop")
+def noop(*args: Any) -> int:
+    """Do nothing (benchmarks compare against Celery's own no-op)."""
+    return 1

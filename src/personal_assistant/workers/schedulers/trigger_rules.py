@@ -62,26 +62,52 @@ class Decision(StrEnum):
     UPSTREAM_FAILED = "upstream_failed"
 
 
+_RULES_BY_NAME = {rule.value: rule for rule in TriggerRule}
+
+
 def parse_trigger_rule(value: str) -> TriggerRule:
     """The rule named ``value``; ValueError listing the known rules otherwise."""
     try:
-        return TriggerRule(value)
-    except ValueError:
+        return _RULES_BY_NAME[value]
+    except (KeyError, TypeError):
         known = ", ".join(rule.value for rule in TriggerRule)
         raise ValueError(f"unknown trigger rule {value!r}; known rules: {known}") from None
+
+
+# Index of each final status in a task's upstream tally: [succeeded, failed-like, skipped].
+SUCCEEDED, FAILED, SKIPPED = 0, 1, 2
+
+
+def outcome_index(status: str) -> int:
+    """Where a final status is tallied among a dependent's upstream outcomes."""
+    if status == Status.COMPLETED:
+        return SUCCEEDED
+    if status == Status.SKIPPED:
+        return SKIPPED
+    return FAILED
 
 
 def decide(rule: TriggerRule, upstream_statuses: Iterable[str]) -> Decision:
     """Apply ``rule`` to the direct upstreams' statuses (Airflow's semantics)."""
     statuses = list(upstream_statuses)
-    if rule is TriggerRule.ALWAYS or not statuses:
+    tally = [0, 0, 0]
+    for status in statuses:
+        if status in TERMINAL:
+            tally[outcome_index(status)] += 1
+    return decide_counts(rule, len(statuses), *tally)
+
+
+def decide_counts(
+    rule: TriggerRule, total: int, succeeded: int, failed: int, skipped: int,
+) -> Decision:
+    """Apply ``rule`` to a tally of ``total`` upstreams, of which so many ended each way.
+
+    Workflows keep this tally per task as upstreams end, so a fan-in of N upstreams costs O(1)
+    per upstream end instead of re-reading N statuses.
+    """
+    if rule is TriggerRule.ALWAYS or total == 0:
         return Decision.RUN
-    total = len(statuses)
-    succeeded = sum(s == Status.COMPLETED for s in statuses)
-    failed = sum(s in FAILED_LIKE for s in statuses)
-    skipped = sum(s == Status.SKIPPED for s in statuses)
-    done = succeeded + failed + skipped
-    all_done = done == total
+    all_done = succeeded + failed + skipped == total
 
     if rule is TriggerRule.ALL_SUCCESS:
         if failed:

@@ -34,7 +34,7 @@ import yaml
 
 from personal_assistant.workers import constants as c
 from personal_assistant.workers.schedulers.conditions import ConditionError, parse_condition
-from personal_assistant.workers.schedulers.dag import CycleError
+from personal_assistant.workers.schedulers.dag import CycleError, DependencyGraph
 from personal_assistant.workers.schedulers.dependency_scheduler import (
     DependencyScheduler,
     TaskDependency,
@@ -43,7 +43,7 @@ from personal_assistant.workers.schedulers.trigger_rules import parse_trigger_ru
 
 # A workflow is one Redis hash read on every task end: keep it to a size that stays cheap.
 MAX_WORKFLOW_TASKS = 10_000
-TASK_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$")
+TASK_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,99}")  # used with fullmatch
 TASK_FIELDS = frozenset(
     {
         "id",
@@ -113,8 +113,7 @@ class WorkflowDefinition:
         """A fresh state machine for this workflow."""
         deadline = timedelta(seconds=self.deadline) if self.deadline else None
         scheduler = DependencyScheduler(deadline=deadline)
-        for task in self.tasks.values():
-            scheduler.add_dependency(_as_dependency(task))
+        scheduler.add_dependencies(_as_dependency(task) for task in self.tasks.values())
         return scheduler
 
 
@@ -176,7 +175,7 @@ def _task_entries(raw_tasks: Any, problems: list[str]) -> list[tuple[str, Any]]:
     if isinstance(raw_tasks, list):
         entries = []
         for i, item in enumerate(raw_tasks):
-            if not isinstance(item, Mapping) or "id" not in item:
+            if not isinstance(item, Mapping) or item.get("id") in (None, ""):
                 problems.append(f"tasks[{i}]: each task needs an 'id'")
                 continue
             entries.append((str(item["id"]), item))
@@ -195,9 +194,9 @@ def _check_task(
         problems.append(f"{tid}: must be a mapping")
         return None
     before = len(problems)
-    if not TASK_ID.match(tid):
+    if not TASK_ID.fullmatch(tid):
         problems.append(f"{tid!r}: task ids are 1-100 letters, digits, '_' or '-'")
-    for unknown in sorted(set(spec) - TASK_FIELDS):
+    for unknown in sorted(set(spec) - TASK_FIELDS, key=str):
         problems.append(f"{tid}: unknown field {unknown!r}")
     name = spec.get("task")
     if not isinstance(name, str) or not name:
@@ -235,7 +234,7 @@ def _check_task(
     if not isinstance(options, Mapping):
         problems.append(f"{tid}: 'options' must be a mapping")
         options = {}
-    for unknown in sorted(set(options) - OPTION_FIELDS):
+    for unknown in sorted(set(options) - OPTION_FIELDS, key=str):
         problems.append(f"{tid}: unknown option {unknown!r} (allowed: queue, priority)")
     if "queue" in options and options["queue"] not in c.QUEUES:
         problems.append(f"{tid}: unknown queue {options['queue']!r}; known: {list(c.QUEUES)}")
@@ -272,7 +271,7 @@ def parse_definition(
     problems: list[str] = []
     if not isinstance(raw, Mapping):
         raise WorkflowValidationError(["a workflow definition must be a mapping"])
-    for unknown in sorted(set(raw) - TOP_FIELDS):
+    for unknown in sorted(set(raw) - TOP_FIELDS, key=str):
         problems.append(f"unknown top-level field {unknown!r}")
     name = raw.get("name", "workflow")
     if not isinstance(name, str) or not name or len(name) > 200:
@@ -296,10 +295,24 @@ def parse_definition(
         task = _check_task(tid, spec, known_tasks, problems)
         if task is not None and tid not in tasks:
             tasks[tid] = task
-    for task in tasks.values():
-        for dep in task.depends_on:
-            if dep not in counts:
-                problems.append(f"{task.id}: depends on unknown task {dep!r}")
+    # Dependencies and cycles are checked over every task, also those with other problems, so
+    # one run of the validator reports everything.
+    upstreams_of: dict[str, list[str]] = {}
+    for tid, spec in entries:
+        deps = spec.get("depends_on", []) if isinstance(spec, Mapping) else []
+        deps = [deps] if isinstance(deps, str) else deps
+        if not isinstance(deps, list):
+            continue
+        for dep in deps:
+            if isinstance(dep, str) and dep not in counts:
+                problems.append(f"{tid}: depends on unknown task {dep!r}")
+        if tid in deps:
+            problems.append(f"dependency cycle: {tid} -> {tid} (a task cannot depend on itself)")
+        upstreams_of[tid] = [d for d in deps if isinstance(d, str) and d in counts and d != tid]
+    try:
+        DependencyGraph().set_many_upstreams(upstreams_of)
+    except CycleError as exc:
+        problems.append(str(exc))
     if not problems:
         definition = WorkflowDefinition(
             name=str(name), tasks=tasks, deadline=None if deadline is None else float(deadline)

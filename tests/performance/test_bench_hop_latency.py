@@ -1,0 +1,67 @@
+"""Latency a dependency hop adds (upstream done -> downstream started) vs a Celery chain hop.
+
+Measured like the anchor measures Celery's chain: the median time of a one-task workflow and of
+a five-step chain workflow, one at a time on a prefork worker (c=2) on the same Redis;
+hop = (chain5 - single) / 4. The anchor (chain_anchor.py) runs against another database of the
+same Redis server in the same run. Target: our hop no worse than the chain's.
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from personal_assistant.workers import constants as c
+from personal_assistant.workers.celery_app import WorkerApp
+from personal_assistant.workers.schedulers import workflow_store as store
+from personal_assistant.workers.schedulers.dependency_scheduler import submit_workflow
+from tests.performance.conftest import report, run_anchor
+from tests.support.redis_server import RedisServer
+from tests.support.worker import WorkerProcess
+
+REPS = 100
+Q = {"queue": c.MAINTENANCE_QUEUE}
+
+
+def chain(length: int) -> dict[str, Any]:
+    tasks: dict[str, Any] = {}
+    for i in range(length):
+        tasks[f"s{i}"] = {"task": "tests.noop", "args": [], "options": Q,
+                          "depends_on": [f"s{i - 1}"] if i else []}
+    return {"name": f"chain{length}", "tasks": tasks}
+
+
+def run_once(app: WorkerApp, client: redis.Redis, definition: dict[str, Any]) -> float:
+    start = time.perf_counter()
+    workflow_id = submit_workflow(definition, app=app)
+    key = store.meta_key(workflow_id)
+    while client.hget(key, "state") == b'"running"':
+        time.sleep(0.001)
+    return time.perf_counter() - start
+
+
+def test_a_dependency_hop_adds_no_more_latency_than_a_celery_chain_hop(
+    anchors: Path, producer_app: WorkerApp, redis_client: redis.Redis,
+    redis_server: RedisServer, start_worker: Callable[..., WorkerProcess],
+) -> None:
+    start_worker([c.MAINTENANCE_QUEUE], concurrency=2)
+    run_once(producer_app, redis_client, chain(1))  # warm up connections and caches
+    single = statistics.median(run_once(producer_app, redis_client, chain(1))
+                               for _ in range(REPS)) * 1000
+    five = statistics.median(run_once(producer_app, redis_client, chain(5))
+                             for _ in range(REPS)) * 1000
+    ours = (five - single) / 4
+    anchor_url = redis_server.url.rsplit("/", 1)[0] + "/1"
+    line = run_anchor(anchors / "chain_anchor.py", anchor_url, str(REPS))
+    match = re.search(r"hop (-?[\d.]+) ms", line)
+    assert match, line
+    celery_hop = float(match.group(1))
+    report(f"hop latency: ours single {single:.2f} ms, chain5 {five:.2f} ms, hop {ours:.2f} ms; "
+           f"Celery chain hop {celery_hop:.2f} ms ({line})")
+    assert ours <= celery_hop
