@@ -14,6 +14,7 @@ from personal_assistant.workers.schedulers.dependency_scheduler import (
     submit_workflow,
     workflow_status,
 )
+from personal_assistant.workers.schedulers.workflow_definition import WorkflowValidationError
 from tests.support.waiting import wait_for
 from tests.support.worker import WorkerProcess
 
@@ -178,3 +179,132 @@ def test_a_fan_in_of_500_upstreams_on_2_workers_dispatches_its_dependent_exactly
         assert runs.count("sink") == 1, repetition
         assert len(runs) == 501, repetition
         assert runs[-1] == "sink"
+
+
+def test_retries_of_an_upstream_do_not_count_as_its_end(
+    producer_app: WorkerApp,
+    redis_client: redis.Redis,
+    start_worker: Callable[..., WorkerProcess],
+) -> None:
+    start_worker([c.MAINTENANCE_QUEUE], env={"RETRY_BACKOFF_BASE": "0.2"})
+    workflow_id = submit_workflow(
+        {
+            "tasks": {
+                "fetch": {"task": "tests.flaky", "args": ["wf-fetch", 2], "options": Q},
+                "after": step("after", "fetch"),
+                "on_failure": step("on_failure", "fetch", trigger_rule="one_failed"),
+            }
+        },
+        app=producer_app,
+    )
+    status = finished(producer_app, workflow_id)
+    assert status["state"] == "completed"
+    assert redis_client.llen("attempts:wf-fetch") == 3
+    assert status["tasks"]["fetch"]["status"] == "completed"
+    assert status["tasks"]["fetch"]["result"] == 3
+    assert status["tasks"]["on_failure"]["status"] == "skipped"
+    assert ran(redis_client) == ["after"]
+
+
+def test_a_task_waiting_past_its_timeout_is_timed_out_and_fails_its_dependents(
+    producer_app: WorkerApp,
+    redis_client: redis.Redis,
+    start_worker: Callable[..., WorkerProcess],
+) -> None:
+    start_worker([c.MAINTENANCE_QUEUE], concurrency=2)
+    workflow_id = submit_workflow(
+        {
+            "tasks": {
+                "slow": step("slow", kwargs={"seconds": 3.0}),
+                "impatient": step("impatient", "slow", timeout=1),
+                "downstream": step("downstream", "impatient"),
+                "alarm": step("alarm", "impatient", trigger_rule="one_failed"),
+            }
+        },
+        app=producer_app,
+    )
+    status = finished(producer_app, workflow_id, timeout=30)
+    tasks = status["tasks"]
+    assert tasks["impatient"]["status"] == "timed_out"
+    assert "timeout" in tasks["impatient"]["error"]
+    assert tasks["downstream"]["status"] == "upstream_failed"
+    assert tasks["alarm"]["status"] == "completed"
+    assert tasks["slow"]["status"] == "completed"
+    assert status["state"] == "failed"
+    assert "impatient" not in ran(redis_client)
+
+
+def test_a_workflow_past_its_deadline_times_out_everything_still_open(
+    producer_app: WorkerApp,
+    start_worker: Callable[..., WorkerProcess],
+) -> None:
+    # Two processes: the timeout check must not wait behind the long task it times out.
+    start_worker([c.MAINTENANCE_QUEUE], concurrency=2)
+    workflow_id = submit_workflow(
+        {
+            "deadline": 1,
+            "tasks": {
+                "long": step("long", kwargs={"seconds": 4.0}),
+                "next": step("next", "long"),
+            },
+        },
+        app=producer_app,
+    )
+    status = finished(producer_app, workflow_id, timeout=30)
+    assert status["state"] == "failed"
+    assert {t["status"] for t in status["tasks"].values()} == {"timed_out"}
+    assert all("deadline" in t["error"] for t in status["tasks"].values())
+
+
+def test_workflow_state_survives_a_restart_of_every_worker(
+    producer_app: WorkerApp,
+    redis_client: redis.Redis,
+    start_worker: Callable[..., WorkerProcess],
+) -> None:
+    first = start_worker([c.MAINTENANCE_QUEUE])
+    workflow_id = submit_workflow(
+        {
+            "tasks": {
+                "a": step("a", kwargs={"seconds": 1.0}),
+                "b": step("b", "a"),
+                "c": step("c", "b"),
+            }
+        },
+        app=producer_app,
+    )
+    wait_for(
+        lambda: workflow_status(workflow_id, app=producer_app)["tasks"]["a"]["status"] == "running",
+        timeout=30,
+    )
+    first.stop()  # warm shutdown: a finishes, b is queued in Redis with nobody to run it
+    assert workflow_status(workflow_id, app=producer_app)["state"] == "running"
+    start_worker([c.MAINTENANCE_QUEUE])
+    status = finished(producer_app, workflow_id)
+    assert status["state"] == "completed"
+    assert ran(redis_client) == ["a", "b", "c"]
+
+
+def test_an_invalid_workflow_is_refused_whole_and_nothing_is_stored_or_dispatched(
+    producer_app: WorkerApp,
+    redis_client: redis.Redis,
+) -> None:
+    with pytest.raises(WorkflowValidationError) as refused:
+        submit_workflow(
+            {
+                "tasks": {
+                    "a": step("a", "c"),
+                    "b": step("b", "a"),
+                    "c": step("c", "b"),
+                    "d": {"task": "no.such.task"},
+                    "e": step("e", "ghost", condition="__import__('os')"),
+                }
+            },
+            app=producer_app,
+        )
+    message = str(refused.value)
+    assert "unknown Celery task 'no.such.task'" in message
+    assert "unknown task 'ghost'" in message
+    assert "dependency cycle" in message
+    assert "calls are not allowed" in message
+    assert redis_client.keys("pa:wf:*") == []
+    assert redis_client.keys(f"{c.MAINTENANCE_QUEUE}*") == []

@@ -24,8 +24,13 @@ def anchors() -> Path:
 
 def run_anchor(script: Path, *args: str, timeout: float = 600) -> str:
     """Run an anchor script with this interpreter; return what it printed."""
-    done = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True,
-                          timeout=timeout, check=False)
+    done = subprocess.run(
+        [sys.executable, str(script), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
     if done.returncode != 0:
         raise AssertionError(f"{script.name} failed:\n{done.stderr[-3000:]}")
     return done.stdout.strip()

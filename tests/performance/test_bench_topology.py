@@ -49,8 +49,9 @@ def test_topological_order_takes_at_most_half_of_graphlibs_time(anchors: Path) -
         theirs.append(timed(lambda: list(graphlib.TopologicalSorter(deps).static_order())))
         ours.append(timed(lambda: graph_order(deps)))
         ours_shuffled.append(timed(lambda: graph_order(shuffled)))
-        scheduler_full.append(timed(lambda: DependencyScheduler.from_mapping(deps)
-                                    .get_execution_order()))
+        scheduler_full.append(
+            timed(lambda: DependencyScheduler.from_mapping(deps).get_execution_order())
+        )
     order = DependencyScheduler.from_mapping(deps).get_execution_order()
     position = {name: i for i, name in enumerate(order)}
     assert len(order) == N
@@ -59,11 +60,13 @@ def test_topological_order_takes_at_most_half_of_graphlibs_time(anchors: Path) -
     g, o = statistics.median(theirs), statistics.median(ours)
     loaded = DependencyScheduler.from_mapping(deps)
     query = statistics.median(timed(loaded.get_execution_order) for _ in range(ROUNDS))
-    report(f"topology n={N} edges={sum(map(len, deps.values()))}: graphlib {g * 1000:.0f} ms, "
-           f"ours (build+order) {o * 1000:.0f} ms = {o / g:.2f}x; tasks listed in random order "
-           f"{statistics.median(ours_shuffled) * 1000:.0f} ms = "
-           f"{statistics.median(ours_shuffled) / g:.2f}x; DependencyScheduler.from_mapping+order "
-           f"{statistics.median(scheduler_full) * 1000:.0f} ms; order of a loaded scheduler "
-           f"{query * 1000:.1f} ms")
+    report(
+        f"topology n={N} edges={sum(map(len, deps.values()))}: graphlib {g * 1000:.0f} ms, "
+        f"ours (build+order) {o * 1000:.0f} ms = {o / g:.2f}x; tasks listed in random order "
+        f"{statistics.median(ours_shuffled) * 1000:.0f} ms = "
+        f"{statistics.median(ours_shuffled) / g:.2f}x; DependencyScheduler.from_mapping+order "
+        f"{statistics.median(scheduler_full) * 1000:.0f} ms; order of a loaded scheduler "
+        f"{query * 1000:.1f} ms"
+    )
     report(f"anchor topo_anchor.py: {run_anchor(anchors / 'topo_anchor.py', str(N))}")
     assert o <= 0.5 * g

@@ -10,7 +10,6 @@ import time
 from typing import Any
 
 import redis
-
 from celery import shared_task
 
 from personal_assistant.workers.config import get_settings
@@ -64,7 +63,7 @@ def slow(self: BaseTask, key: str, seconds: float) -> dict[str, Any]:
 def step(
     self: BaseTask, name: str, fail: bool = False, result: Any = None, seconds: float = 0.0
 ) -> Any:
-    """A workflow step: record its name in ``wf:ran``, optionally sleep, fail or return ``result``."""
+    """A workflow step: record its name in ``wf:ran``; maybe sleep, fail or return ``result``."""
     client = _redis()
     client.rpush("wf:ran", name)
     if seconds:

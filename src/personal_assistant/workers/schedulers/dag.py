@@ -180,8 +180,7 @@ class DependencyGraph:
         while parent[path[-1]] != -1:
             path.append(parent[path[-1]])
         path.reverse()
-        names = [self._names[up], *(self._names[n] for n in path), self._names[up]]
-        return names
+        return [self._names[up], *(self._names[n] for n in path), self._names[up]]
 
     # -- bulk --------------------------------------------------------------------------------
     def set_many_upstreams(self, upstreams_of: Mapping[str, Sequence[str]]) -> None:
@@ -298,6 +297,6 @@ def _find_cycle(names: list[str], ups: list[list[int]], indegree: list[int]) -> 
         seen[node] = len(path)
         path.append(node)
         node = next(u for u in ups[node] if u in stuck)
-    cycle = path[seen[node]:]
+    cycle = path[seen[node] :]
     cycle.reverse()  # upstream-first, as the execution arrows go
     return [names[n] for n in (*cycle, cycle[0])]

@@ -13,7 +13,7 @@ the "this task is now ready" decision made atomically in Redis; ``submit_workflo
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -94,8 +94,11 @@ def _check_dependency(dependency: TaskDependency) -> tuple[TriggerRule, Conditio
     if type(task_id) is not str or not task_id:
         raise ValueError(f"task_id must be a non-empty string (got {task_id!r})")
     # set(map(type, ...)) runs in C: this check is on the path of bulk loads of 10^5 tasks.
-    if isinstance(depends_on, str | bytes) or not set(map(type, depends_on)) <= _TASK_ID_TYPES \
-            or "" in depends_on:
+    if (
+        isinstance(depends_on, str | bytes)
+        or not set(map(type, depends_on)) <= _TASK_ID_TYPES
+        or "" in depends_on
+    ):
         raise ValueError(f"{task_id}: depends_on must be a list of task ids (got {depends_on!r})")
     rule = parse_trigger_rule(dependency.trigger_rule)
     timeout = dependency.timeout
@@ -115,7 +118,7 @@ class DependencyScheduler:
     ) -> None:
         self.dependencies: dict[str, TaskDependency] = {}
         self.execution_graph = DependencyGraph()
-        self.states: dict[str, TaskState] = {}
+        self.states: MutableMapping[str, TaskState] = {}
         self.deadline = deadline
         self.clock = clock
         self.started_at: float | None = None
@@ -164,8 +167,9 @@ class DependencyScheduler:
     def from_mapping(cls, upstreams_of: Mapping[str, Sequence[str]]) -> DependencyScheduler:
         """A scheduler of ``{task: [tasks it depends on]}`` with default rules (bulk load)."""
         scheduler = cls()
-        scheduler.add_dependencies(TaskDependency(task_id=t, depends_on=list(d))
-                                   for t, d in upstreams_of.items())
+        scheduler.add_dependencies(
+            TaskDependency(task_id=t, depends_on=list(d)) for t, d in upstreams_of.items()
+        )
         return scheduler
 
     # -- queries ------------------------------------------------------------------------------
@@ -214,10 +218,12 @@ class DependencyScheduler:
         *,
         error: str | None = None,
         now: float | None = None,
+        started_at: float | None = None,
     ) -> list[str]:
         """Record a task's new status; return the tasks that just became ready.
 
         A final status recorded twice (a redelivered message) is ignored the second time.
+        ``started_at`` records when it started, if that was not recorded on its own.
         """
         self._known(task_id)
         new = Status(status)
@@ -225,6 +231,8 @@ class DependencyScheduler:
         when = self.clock() if now is None else now
         if state.status in TERMINAL:
             return []
+        if started_at is not None and state.started_at is None:
+            state.started_at = started_at
         if new not in TERMINAL:
             state.status = new
             if new is Status.RUNNING and state.started_at is None:
@@ -254,8 +262,11 @@ class DependencyScheduler:
             ):
                 expired.append(task_id)
         for task_id in expired:
-            why = ("workflow deadline exceeded" if past_deadline
-                   else "dependencies not met within the timeout")
+            why = (
+                "workflow deadline exceeded"
+                if past_deadline
+                else "dependencies not met within the timeout"
+            )
             self._finish(task_id, Status.TIMED_OUT, when, error=why)
         return self._propagate(expired)
 
@@ -277,8 +288,15 @@ class DependencyScheduler:
         rule = self._rules.get(task_id, TriggerRule.ALL_SUCCESS)
         return decide_counts(rule, total, *self.states[task_id].upstream_outcomes)
 
-    def _finish(self, task_id: str, status: Status, when: float, *, error: str | None = None,
-                result: Any = None) -> None:
+    def _finish(
+        self,
+        task_id: str,
+        status: Status,
+        when: float,
+        *,
+        error: str | None = None,
+        result: Any = None,
+    ) -> None:
         """The one way a task becomes final: its dependents' tallies count it once."""
         state = self.states[task_id]
         state.status, state.error, state.ended_at = status, error, when
@@ -321,8 +339,9 @@ class DependencyScheduler:
         elif decision is Decision.SKIP:
             self._finish(task_id, Status.SKIPPED, self.clock(), error="skipped by trigger rule")
         else:
-            self._finish(task_id, Status.UPSTREAM_FAILED, self.clock(),
-                         error="an upstream task failed")
+            self._finish(
+                task_id, Status.UPSTREAM_FAILED, self.clock(), error="an upstream task failed"
+            )
         finished.append(task_id)
 
     def _propagate(self, finished: Sequence[str]) -> list[str]:
@@ -339,13 +358,18 @@ class DependencyScheduler:
 
 def submit_workflow(definition: Any, *, app: Any = None) -> str:
     """Validate and start a workflow in Redis; return its id (see workflow_runtime.py)."""
-    from personal_assistant.workers.schedulers.workflow_runtime import submit_workflow as submit
+    # Imported here: the runtime builds on this module, not the other way round.
+    from personal_assistant.workers.schedulers.workflow_runtime import (  # noqa: PLC0415
+        submit_workflow as submit,
+    )
 
     return submit(definition, app=app)
 
 
 def workflow_status(workflow_id: str, *, app: Any = None) -> dict[str, Any]:
     """The workflow's state and per-task states, times and errors (see workflow_runtime.py)."""
-    from personal_assistant.workers.schedulers.workflow_runtime import workflow_status as status
+    from personal_assistant.workers.schedulers.workflow_runtime import (  # noqa: PLC0415
+        workflow_status as status,
+    )
 
     return status(workflow_id, app=app)

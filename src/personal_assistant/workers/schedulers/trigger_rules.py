@@ -8,7 +8,7 @@ semantics, so "run B when A failed" or "clean up when all are done" read as Airf
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from enum import StrEnum
 
 
@@ -97,45 +97,73 @@ def decide(rule: TriggerRule, upstream_statuses: Iterable[str]) -> Decision:
     return decide_counts(rule, len(statuses), *tally)
 
 
+def _when_all_done(done: bool) -> Decision:
+    return Decision.RUN if done else Decision.WAIT
+
+
+def _all_success(succeeded: int, failed: int, skipped: int, done: bool) -> Decision:
+    if failed:
+        return Decision.UPSTREAM_FAILED
+    return Decision.SKIP if skipped else _when_all_done(done)
+
+
+def _all_failed(succeeded: int, failed: int, skipped: int, done: bool) -> Decision:
+    return Decision.SKIP if succeeded or skipped else _when_all_done(done)
+
+
+def _all_done(succeeded: int, failed: int, skipped: int, done: bool) -> Decision:
+    return _when_all_done(done)
+
+
+def _one_success(succeeded: int, failed: int, skipped: int, done: bool) -> Decision:
+    if succeeded or not done:
+        return Decision.RUN if succeeded else Decision.WAIT
+    return Decision.UPSTREAM_FAILED if failed else Decision.SKIP
+
+
+def _one_failed(succeeded: int, failed: int, skipped: int, done: bool) -> Decision:
+    if failed:
+        return Decision.RUN
+    return Decision.SKIP if done else Decision.WAIT
+
+
+def _none_failed(succeeded: int, failed: int, skipped: int, done: bool) -> Decision:
+    return Decision.UPSTREAM_FAILED if failed else _when_all_done(done)
+
+
+def _none_skipped(succeeded: int, failed: int, skipped: int, done: bool) -> Decision:
+    return Decision.SKIP if skipped else _when_all_done(done)
+
+
+def _always(succeeded: int, failed: int, skipped: int, done: bool) -> Decision:
+    return Decision.RUN
+
+
+_RULE_DECISIONS: dict[TriggerRule, Callable[[int, int, int, bool], Decision]] = {
+    TriggerRule.ALL_SUCCESS: _all_success,
+    TriggerRule.ALL_FAILED: _all_failed,
+    TriggerRule.ALL_DONE: _all_done,
+    TriggerRule.ONE_SUCCESS: _one_success,
+    TriggerRule.ONE_FAILED: _one_failed,
+    TriggerRule.NONE_FAILED: _none_failed,
+    TriggerRule.NONE_SKIPPED: _none_skipped,
+    TriggerRule.ALWAYS: _always,
+}
+
+
 def decide_counts(
-    rule: TriggerRule, total: int, succeeded: int, failed: int, skipped: int,
+    rule: TriggerRule,
+    total: int,
+    succeeded: int,
+    failed: int,
+    skipped: int,
 ) -> Decision:
     """Apply ``rule`` to a tally of ``total`` upstreams, of which so many ended each way.
 
     Workflows keep this tally per task as upstreams end, so a fan-in of N upstreams costs O(1)
     per upstream end instead of re-reading N statuses.
     """
-    if rule is TriggerRule.ALWAYS or total == 0:
+    if total == 0:
         return Decision.RUN
-    all_done = succeeded + failed + skipped == total
-
-    if rule is TriggerRule.ALL_SUCCESS:
-        if failed:
-            return Decision.UPSTREAM_FAILED
-        if skipped:
-            return Decision.SKIP
-        return Decision.RUN if all_done else Decision.WAIT
-    if rule is TriggerRule.ALL_FAILED:
-        if succeeded or skipped:
-            return Decision.SKIP
-        return Decision.RUN if all_done else Decision.WAIT
-    if rule is TriggerRule.ALL_DONE:
-        return Decision.RUN if all_done else Decision.WAIT
-    if rule is TriggerRule.ONE_SUCCESS:
-        if succeeded:
-            return Decision.RUN
-        if not all_done:
-            return Decision.WAIT
-        return Decision.UPSTREAM_FAILED if failed else Decision.SKIP
-    if rule is TriggerRule.ONE_FAILED:
-        if failed:
-            return Decision.RUN
-        return Decision.SKIP if all_done else Decision.WAIT
-    if rule is TriggerRule.NONE_FAILED:
-        if failed:
-            return Decision.UPSTREAM_FAILED
-        return Decision.RUN if all_done else Decision.WAIT
-    # NONE_SKIPPED
-    if skipped:
-        return Decision.SKIP
-    return Decision.RUN if all_done else Decision.WAIT
+    done = succeeded + failed + skipped == total
+    return _RULE_DECISIONS[rule](succeeded, failed, skipped, done)

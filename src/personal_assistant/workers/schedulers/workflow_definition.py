@@ -1,4 +1,4 @@
-"""Workflow definitions: a dict (or a YAML/JSON file) of tasks, validated whole before anything runs.
+"""Workflow definitions: a dict (or a YAML/JSON file) of tasks, validated whole before any runs.
 
 ```yaml
 name: nightly-digest
@@ -134,7 +134,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 def _mapping_without_duplicates(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
     seen: set[Any] = set()
     for key_node, _ in node.value:
-        key = loader.construct_object(key_node)  # type: ignore[no-untyped-call]
+        key = loader.construct_object(key_node)
         if key in seen:
             line = key_node.start_mark.line + 1
             raise yaml.constructor.ConstructorError(
@@ -157,9 +157,10 @@ def load_definition_file(path: str | Path) -> dict[str, Any]:
     except OSError as exc:
         raise WorkflowValidationError([f"cannot read {file}: {exc.strerror}"]) from None
     try:
-        data = (
-            json.loads(text) if file.suffix == ".json" else yaml.load(text, Loader=_UniqueKeyLoader)
-        )  # noqa: S506 - a SafeLoader
+        if file.suffix == ".json":
+            data = json.loads(text)
+        else:
+            data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except json.JSONDecodeError as exc:
         raise WorkflowValidationError([f"{file}: line {exc.lineno}: {exc.msg}"]) from None
     except yaml.YAMLError as exc:
@@ -184,39 +185,32 @@ def _task_entries(raw_tasks: Any, problems: list[str]) -> list[tuple[str, Any]]:
     return []
 
 
-def _check_task(
-    tid: str,
-    spec: Any,
-    known_tasks: Collection[str] | None,
-    problems: list[str],
-) -> WorkflowTask | None:
-    if not isinstance(spec, Mapping):
-        problems.append(f"{tid}: must be a mapping")
-        return None
-    before = len(problems)
-    if not TASK_ID.fullmatch(tid):
-        problems.append(f"{tid!r}: task ids are 1-100 letters, digits, '_' or '-'")
-    for unknown in sorted(set(spec) - TASK_FIELDS, key=str):
-        problems.append(f"{tid}: unknown field {unknown!r}")
+def _is_positive_number(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int | float) and value > 0
+
+
+def _check_call(
+    tid: str, spec: Mapping[str, Any], known_tasks: Collection[str] | None, problems: list[str]
+) -> None:
+    """The Celery task and its arguments."""
     name = spec.get("task")
     if not isinstance(name, str) or not name:
         problems.append(f"{tid}: 'task' (a Celery task name) is required")
     elif known_tasks is not None and name not in known_tasks:
         problems.append(f"{tid}: unknown Celery task {name!r}")
-    args, kwargs = spec.get("args", []), spec.get("kwargs", {})
-    if not isinstance(args, list):
+    if not isinstance(spec.get("args", []), list):
         problems.append(f"{tid}: 'args' must be a list")
+    kwargs = spec.get("kwargs", {})
     if not isinstance(kwargs, Mapping) or not all(isinstance(k, str) for k in kwargs):
         problems.append(f"{tid}: 'kwargs' must be a mapping with string keys")
-    depends_on = spec.get("depends_on", [])
-    if isinstance(depends_on, str):
-        depends_on = [depends_on]
-    if not isinstance(depends_on, list) or not all(isinstance(d, str) for d in depends_on):
-        problems.append(f"{tid}: 'depends_on' must be a list of task ids")
-        depends_on = []
-    rule = spec.get("trigger_rule", "all_success")
+
+
+def _check_rules(
+    tid: str, spec: Mapping[str, Any], depends_on: list[str], problems: list[str]
+) -> None:
+    """Trigger rule, condition and timeout."""
     try:
-        parse_trigger_rule(str(rule))
+        parse_trigger_rule(str(spec.get("trigger_rule", "all_success")))
     except ValueError as exc:
         problems.append(f"{tid}: {exc}")
     condition = spec.get("condition")
@@ -226,14 +220,15 @@ def _check_task(
         except ConditionError as exc:
             problems.append(f"{tid}: bad condition: {exc}")
     timeout = spec.get("timeout")
-    if timeout is not None and (
-        isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0
-    ):
+    if timeout is not None and not _is_positive_number(timeout):
         problems.append(f"{tid}: 'timeout' must be a positive number of seconds")
-    options = spec.get("options", {})
+
+
+def _check_options(tid: str, options: Any, problems: list[str]) -> None:
+    """Queue and priority."""
     if not isinstance(options, Mapping):
         problems.append(f"{tid}: 'options' must be a mapping")
-        options = {}
+        return
     for unknown in sorted(set(options) - OPTION_FIELDS, key=str):
         problems.append(f"{tid}: unknown option {unknown!r} (allowed: queue, priority)")
     if "queue" in options and options["queue"] not in c.QUEUES:
@@ -247,19 +242,70 @@ def _check_task(
         problems.append(
             f"{tid}: priority must be an integer from {c.PRIORITY_MIN} to {c.PRIORITY_MAX}"
         )
+
+
+def _depends_on(spec: Mapping[str, Any]) -> list[str] | None:
+    """The upstream ids (a single string allowed), or None when malformed."""
+    deps = spec.get("depends_on", [])
+    deps = [deps] if isinstance(deps, str) else deps
+    if not isinstance(deps, list) or not all(isinstance(d, str) for d in deps):
+        return None
+    return deps
+
+
+def _check_task(
+    tid: str,
+    spec: Any,
+    known_tasks: Collection[str] | None,
+    problems: list[str],
+) -> WorkflowTask | None:
+    """One task's own fields (its dependencies are checked across tasks, by the caller)."""
+    if not isinstance(spec, Mapping):
+        problems.append(f"{tid}: must be a mapping")
+        return None
+    before = len(problems)
+    if not TASK_ID.fullmatch(tid):
+        problems.append(f"{tid!r}: task ids are 1-100 letters, digits, '_' or '-'")
+    for unknown in sorted(set(spec) - TASK_FIELDS, key=str):
+        problems.append(f"{tid}: unknown field {unknown!r}")
+    _check_call(tid, spec, known_tasks, problems)
+    depends_on = _depends_on(spec)
+    if depends_on is None:
+        problems.append(f"{tid}: 'depends_on' must be a list of task ids")
+    _check_rules(tid, spec, depends_on or [], problems)
+    _check_options(tid, spec.get("options", {}), problems)
     if len(problems) > before:
         return None
+    condition, timeout = spec.get("condition"), spec.get("timeout")
     return WorkflowTask(
         id=tid,
-        task=str(name),
-        args=list(args),
-        kwargs=dict(kwargs),
-        depends_on=list(depends_on),
+        task=str(spec["task"]),
+        args=list(spec.get("args", [])),
+        kwargs=dict(spec.get("kwargs", {})),
+        depends_on=list(depends_on or []),
         condition=None if condition is None else str(condition),
-        trigger_rule=str(rule),
+        trigger_rule=str(spec.get("trigger_rule", "all_success")),
         timeout=None if timeout is None else float(timeout),
-        options=dict(options),
+        options=dict(spec.get("options", {})),
     )
+
+
+def _check_graph(entries: list[tuple[str, Any]], ids: Collection[str], problems: list[str]) -> None:
+    """Unknown dependencies and cycles, over every task (also those with other problems), so
+    one run of the validator reports everything."""
+    upstreams_of: dict[str, list[str]] = {}
+    for tid, spec in entries:
+        deps = _depends_on(spec) if isinstance(spec, Mapping) else None
+        if deps is None:
+            continue
+        problems.extend(f"{tid}: depends on unknown task {d!r}" for d in deps if d not in ids)
+        if tid in deps:
+            problems.append(f"dependency cycle: {tid} -> {tid} (a task cannot depend on itself)")
+        upstreams_of[tid] = [d for d in deps if d in ids and d != tid]
+    try:
+        DependencyGraph().set_many_upstreams(upstreams_of)
+    except CycleError as exc:
+        problems.append(str(exc))
 
 
 def parse_definition(
@@ -277,9 +323,7 @@ def parse_definition(
     if not isinstance(name, str) or not name or len(name) > 200:
         problems.append("'name' must be a string of 1-200 characters")
     deadline = raw.get("deadline")
-    if deadline is not None and (
-        isinstance(deadline, bool) or not isinstance(deadline, int | float) or deadline <= 0
-    ):
+    if deadline is not None and not _is_positive_number(deadline):
         problems.append("'deadline' must be a positive number of seconds")
     entries = _task_entries(raw.get("tasks"), problems)
     if not entries and "tasks" in raw:
@@ -295,24 +339,7 @@ def parse_definition(
         task = _check_task(tid, spec, known_tasks, problems)
         if task is not None and tid not in tasks:
             tasks[tid] = task
-    # Dependencies and cycles are checked over every task, also those with other problems, so
-    # one run of the validator reports everything.
-    upstreams_of: dict[str, list[str]] = {}
-    for tid, spec in entries:
-        deps = spec.get("depends_on", []) if isinstance(spec, Mapping) else []
-        deps = [deps] if isinstance(deps, str) else deps
-        if not isinstance(deps, list):
-            continue
-        for dep in deps:
-            if isinstance(dep, str) and dep not in counts:
-                problems.append(f"{tid}: depends on unknown task {dep!r}")
-        if tid in deps:
-            problems.append(f"dependency cycle: {tid} -> {tid} (a task cannot depend on itself)")
-        upstreams_of[tid] = [d for d in deps if isinstance(d, str) and d in counts and d != tid]
-    try:
-        DependencyGraph().set_many_upstreams(upstreams_of)
-    except CycleError as exc:
-        problems.append(str(exc))
+    _check_graph(entries, counts, problems)
     if not problems:
         definition = WorkflowDefinition(
             name=str(name), tasks=tasks, deadline=None if deadline is None else float(deadline)

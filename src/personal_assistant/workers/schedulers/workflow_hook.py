@@ -8,6 +8,7 @@ and a task redelivered after its end finds its status final and changes nothing.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from celery import states
@@ -29,27 +30,43 @@ def _workflow_of(task: Any) -> tuple[str, str] | None:
 
 
 class WorkflowHook(WorkerHook):
-    """Records workflow task starts and ends, and dispatches the tasks that became ready."""
+    """Records workflow task ends (with their start time) and publishes the tasks they unblock.
+
+    The start is kept in memory and written with the end: a write per start would sit on every
+    hop's path. While a task runs, ``workflow_status`` reads "running" from Celery's own
+    STARTED state (``task_track_started``).
+    """
 
     name = "workflows"
 
     def __init__(self, app: Any) -> None:
         self.app = app
+        self._started: dict[str, float] = {}
 
     def on_task_prerun(self, *, task: Any, task_id: str, args: Any, kwargs: Any) -> None:
-        """A workflow task started: mark it running."""
-        found = _workflow_of(task)
-        if found is not None:
-            runtime.mark_running(self.app, *found)
+        """A workflow task started: remember when."""
+        if _workflow_of(task) is not None:
+            self._started.setdefault(task_id, time.time())
 
     def on_task_postrun(self, *, task: Any, task_id: str, state: str | None, retval: Any) -> None:
-        """A workflow task ended for good: record it and dispatch its ready dependents."""
+        """A workflow task ended for good: record it and publish its ready dependents."""
         found = _workflow_of(task)
         if found is None:
             return
         if state == states.SUCCESS:
-            runtime.record_task_event(self.app, *found, Status.COMPLETED, result=retval)
+            runtime.record_task_event(
+                self.app,
+                *found,
+                Status.COMPLETED,
+                result=retval,
+                started_at=self._started.pop(task_id, None),
+            )
         elif state == states.FAILURE:
-            error = f"{type(retval).__name__}: {retval}"
-            runtime.record_task_event(self.app, *found, Status.FAILED, error=error)
-        # RETRY, IGNORED, REJECTED: the task is not finished; its real end comes later.
+            runtime.record_task_event(
+                self.app,
+                *found,
+                Status.FAILED,
+                error=f"{type(retval).__name__}: {retval}",
+                started_at=self._started.pop(task_id, None),
+            )
+        # RETRY, IGNORED, REJECTED: not finished; the real end comes later (keep the start).

@@ -20,7 +20,9 @@ from dataclasses import asdict
 from typing import Any, cast
 
 import redis
+from redis.client import Pipeline
 
+from personal_assistant.workers.schedulers import workflow_outbox as outbox
 from personal_assistant.workers.schedulers import workflow_store as store
 from personal_assistant.workers.schedulers.dependency_scheduler import DependencyScheduler
 from personal_assistant.workers.schedulers.trigger_rules import FAILED_LIKE, TERMINAL, Status
@@ -51,7 +53,8 @@ def celery_task_id(workflow_id: str, task_id: str) -> str:
 
 
 def _default_app() -> Any:
-    from personal_assistant.workers.celery_app import app
+    # Imported on use: celery_app wires the workflow hook, which imports this module.
+    from personal_assistant.workers.celery_app import app  # noqa: PLC0415
 
     return app
 
@@ -74,9 +77,18 @@ class _SchedulerCache:
     def __init__(self, size: int = 64) -> None:
         self.size = size
         self._items: dict[str, tuple[WorkflowDefinition, DependencyScheduler]] = {}
+        self._leaves: dict[str, frozenset[str]] = {}
 
-    def get(self, client: redis.Redis, workflow_id: str) -> tuple[WorkflowDefinition,
-                                                                 DependencyScheduler]:
+    def leaves(self, workflow_id: str) -> frozenset[str]:
+        """The workflow's leaves (computed once per process)."""
+        leaves = self._leaves.get(workflow_id)
+        if leaves is None:
+            leaves = self._leaves[workflow_id] = frozenset(self._items[workflow_id][1].leaves())
+        return leaves
+
+    def get(
+        self, client: redis.Redis, workflow_id: str
+    ) -> tuple[WorkflowDefinition, DependencyScheduler]:
         item = self._items.get(workflow_id)
         if item is None:
             raw = client.get(store.def_key(workflow_id))
@@ -85,7 +97,9 @@ class _SchedulerCache:
             definition = WorkflowDefinition.from_json(cast(bytes, raw))
             item = (definition, definition.build_scheduler())
             if len(self._items) >= self.size:
-                self._items.pop(next(iter(self._items)))
+                evicted = next(iter(self._items))
+                self._items.pop(evicted)
+                self._leaves.pop(evicted, None)
             self._items[workflow_id] = item
         return item
 
@@ -94,68 +108,147 @@ _cache = _SchedulerCache()
 
 
 def transition(
-    client: redis.Redis, workflow_id: str, change: Callable[[DependencyScheduler], list[str]],
-    *, end_as: str | None = None,
+    client: redis.Redis,
+    workflow_id: str,
+    change: Callable[[DependencyScheduler], list[str]],
+    *,
+    end_as: str | None = None,
+    preload: Callable[[DependencyScheduler], list[str]] | None = None,
+    app: Any = None,
 ) -> tuple[list[str], DependencyScheduler, WorkflowDefinition]:
-    """Apply ``change`` atomically; return (tasks to dispatch, scheduler, definition).
+    """Apply ``change`` atomically; return (tasks still to dispatch, scheduler, definition).
 
-    ``end_as`` names the workflow's final state if this change ends it (``cancelled``).
+    With ``app`` on a Redis broker, the ready tasks' messages are pushed by the same EXEC
+    (workflow_outbox.py) and the returned list is empty; otherwise the caller dispatches them.
+    ``preload`` names the tasks to read in the first round trip; ``end_as`` names the final
+    state if this change ends the workflow (``cancelled``).
     """
     definition, scheduler = _cache.get(client, workflow_id)
-    leaves = set(scheduler.leaves())
+    leaves = _cache.leaves(workflow_id)
+    captured: dict[str, outbox.CapturedPublish] = {}
+    use_outbox = app is not None and _outbox_supported(app)
     with client.pipeline() as pipe:
         while True:
             states = store.WatchedStates(pipe, client, workflow_id, definition.tasks, TERMINAL)
             scheduler.states = states
             try:
+                if preload is not None:
+                    states.preload(preload(scheduler))
                 ready = change(scheduler)
+                if use_outbox:
+                    for task_id in ready:
+                        if task_id not in captured:  # built once, even if we retry
+                            captured[task_id] = _capture(app, workflow_id, task_id, definition)
                 final = states.newly_final()
                 pipe.multi()
-                for task_id, fields in states.changes().items():
-                    pipe.hset(store.task_key(workflow_id, task_id), mapping=fields)  # type: ignore[arg-type]
-                if final:
-                    failed = sum(t in leaves and scheduler.states[t].status in FAILED_LIKE
-                                 for t in final)
-                    pipe.hincrby(store.meta_key(workflow_id), "remaining", -len(final))
-                    pipe.hincrby(store.meta_key(workflow_id), "failed_leaves", failed)
+                _stage_writes(
+                    pipe,
+                    workflow_id,
+                    states,
+                    publishes=[captured[t] for t in ready] if use_outbox else [],
+                    final=final,
+                    leaves=leaves,
+                )
                 replies = pipe.execute()
             except redis.WatchError:
-                continue
+                continue  # someone changed what we read: read again and decide again
+            if use_outbox:
+                for task_id in ready:
+                    outbox.signal_published(captured[task_id])
             if final and int(replies[-2]) == 0:
-                _end(client, workflow_id, definition, end_as or (
-                    "failed" if int(replies[-1]) > 0 else "completed"))
-            return ready, scheduler, definition
+                _end(
+                    client,
+                    workflow_id,
+                    definition,
+                    end_as or ("failed" if int(replies[-1]) > 0 else "completed"),
+                )
+            return ([] if use_outbox else ready), scheduler, definition
 
 
-def _end(client: redis.Redis, workflow_id: str, definition: WorkflowDefinition,
-         state: str) -> None:
+def _stage_writes(
+    pipe: Pipeline,
+    workflow_id: str,
+    states: store.WatchedStates,
+    *,
+    publishes: list[outbox.CapturedPublish],
+    final: list[str],
+    leaves: frozenset[str],
+) -> None:
+    """Queue one transition's writes in MULTI: changed task fields, messages, meta counters.
+
+    The counters come last, so their replies are the last two of EXEC.
+    """
+    for task_id, fields in states.changes().items():
+        pipe.hset(store.task_key(workflow_id, task_id), mapping=fields)  # type: ignore[arg-type]
+    for published in publishes:
+        for name, args in published.commands:
+            getattr(pipe, name)(*args)
+    if final:
+        failed = sum(t in leaves and states[t].status in FAILED_LIKE for t in final)
+        pipe.hincrby(store.meta_key(workflow_id), "remaining", -len(final))
+        pipe.hincrby(store.meta_key(workflow_id), "failed_leaves", failed)
+
+
+def _outbox_supported(app: Any) -> bool:
+    supported = getattr(app, "_workflow_outbox", None)
+    if supported is None:
+        # Only when the broker is the very Redis (and db) the workflow state lives in.
+        supported = str(app.conf.broker_url).startswith("redis") and outbox.supports_capture(app)
+        app._workflow_outbox = supported
+    return bool(supported)
+
+
+def _capture(
+    app: Any, workflow_id: str, task_id: str, definition: WorkflowDefinition
+) -> outbox.CapturedPublish:
+    spec = definition.tasks[task_id]
+    return outbox.capture(
+        app,
+        spec.task,
+        spec.args,
+        spec.kwargs,
+        task_id=celery_task_id(workflow_id, task_id),
+        headers={HEADER_WORKFLOW: workflow_id, HEADER_TASK: task_id},
+        options=spec.options,
+    )
+
+
+def _end(client: redis.Redis, workflow_id: str, definition: WorkflowDefinition, state: str) -> None:
     """Close a workflow: its last task just became final (only one transaction sees that)."""
     with client.pipeline(transaction=True) as pipe:
-        pipe.hset(store.meta_key(workflow_id), mapping={
-            "state": json.dumps(state), "ended_at": json.dumps(time.time())})
+        pipe.hset(
+            store.meta_key(workflow_id),
+            mapping={"state": json.dumps(state), "ended_at": json.dumps(time.time())},
+        )
         pipe.srem(store.OPEN_KEY, workflow_id)
-        for key in (store.def_key(workflow_id), store.meta_key(workflow_id),
-                    *(store.task_key(workflow_id, t) for t in definition.tasks)):
+        for key in (
+            store.def_key(workflow_id),
+            store.meta_key(workflow_id),
+            *(store.task_key(workflow_id, t) for t in definition.tasks),
+        ):
             pipe.expire(key, FINISHED_TTL_S)
         pipe.execute()
     logger.info("workflow %s %s", workflow_id, state)
 
 
-def dispatch(app: Any, workflow_id: str, ready: list[str],
-             definition: WorkflowDefinition) -> None:
+def dispatch(app: Any, workflow_id: str, ready: list[str], definition: WorkflowDefinition) -> None:
     """Publish the ready tasks; a publish that fails is recorded as that task's failure."""
     for task_id in ready:
         spec = definition.tasks[task_id]
         try:
             app.send_task(
-                spec.task, args=spec.args, kwargs=spec.kwargs,
+                spec.task,
+                args=spec.args,
+                kwargs=spec.kwargs,
                 task_id=celery_task_id(workflow_id, task_id),
-                headers={HEADER_WORKFLOW: workflow_id, HEADER_TASK: task_id}, **spec.options,
+                headers={HEADER_WORKFLOW: workflow_id, HEADER_TASK: task_id},
+                **spec.options,
             )
         except Exception as exc:
             logger.exception("workflow %s: could not dispatch %s", workflow_id, task_id)
-            record_task_event(app, workflow_id, task_id, Status.FAILED,
-                              error=f"dispatch failed: {exc}")
+            record_task_event(
+                app, workflow_id, task_id, Status.FAILED, error=f"dispatch failed: {exc}"
+            )
 
 
 def known_task_names(app: Any) -> set[str]:
@@ -179,23 +272,33 @@ def submit_workflow(definition: Mapping[str, Any], *, app: Any = None) -> str:
     leaves = set(scheduler.leaves())
     remaining = sum(s.status not in TERMINAL for s in scheduler.states.values())
     failed_leaves = sum(scheduler.states[t].status in FAILED_LIKE for t in leaves)
-    meta = {"name": parsed.name, "state": "running", "created_at": now, "started_at": now,
-            "ended_at": None, "remaining": remaining, "failed_leaves": failed_leaves}
+    meta = {
+        "name": parsed.name,
+        "state": "running",
+        "created_at": now,
+        "started_at": now,
+        "ended_at": None,
+        "remaining": remaining,
+        "failed_leaves": failed_leaves,
+    }
     with client.pipeline(transaction=True) as pipe:
         pipe.set(store.def_key(workflow_id), parsed.to_json())
-        pipe.hset(store.meta_key(workflow_id),
-                  mapping={k: json.dumps(v) for k, v in meta.items()})
+        pipe.hset(store.meta_key(workflow_id), mapping={k: json.dumps(v) for k, v in meta.items()})
         for task_id, state in scheduler.states.items():
-            pipe.hset(store.task_key(workflow_id, task_id),
-                      mapping=store.encode_state(state))  # type: ignore[arg-type]
+            pipe.hset(store.task_key(workflow_id, task_id), mapping=store.encode_state(state))  # type: ignore[arg-type]
         pipe.sadd(store.OPEN_KEY, workflow_id)
         pipe.execute()
     if remaining == 0:  # every task skipped at once (false conditions on the roots)
         _end(client, workflow_id, parsed, "failed" if failed_leaves else "completed")
     dispatch(app, workflow_id, ready, parsed)
     _schedule_timeout_checks(app, workflow_id, parsed)
-    logger.info("workflow %s (%s) submitted: %d tasks, %d ready", workflow_id, parsed.name,
-                len(parsed.tasks), len(ready))
+    logger.info(
+        "workflow %s (%s) submitted: %d tasks, %d ready",
+        workflow_id,
+        parsed.name,
+        len(parsed.tasks),
+        len(ready),
+    )
     return workflow_id
 
 
@@ -210,37 +313,28 @@ def _schedule_timeout_checks(app: Any, workflow_id: str, definition: WorkflowDef
         app.send_task(TIMEOUT_TASK, args=[workflow_id], countdown=delay + 0.05)
 
 
-# Mark a queued task running without a transaction: starts are on the hot path, and touching
-# the task's key makes any transition that read it re-read it.
-_MARK_RUNNING = """
-local status = redis.call('HGET', KEYS[1], 'status')
-if status ~= '"queued"' and status ~= '"pending"' then return 0 end
-redis.call('HSET', KEYS[1], 'status', '"running"', 'started_at', ARGV[1])
-return 1
-"""
-
-
-def mark_running(app: Any, workflow_id: str, task_id: str, now: float | None = None) -> bool:
-    """Record that a workflow task started; False if it is already past that (a redelivery)."""
-    script = getattr(app, "_workflow_mark_running", None)
-    if script is None:
-        script = redis_for(app).register_script(_MARK_RUNNING)
-        app._workflow_mark_running = script
-    started = time.time() if now is None else now
-    return bool(script(keys=[store.task_key(workflow_id, task_id)], args=[repr(started)]))
-
-
-def record_task_event(app: Any, workflow_id: str, task_id: str, status: str,
-                      result: Any = None, error: str | None = None) -> list[str]:
-    """Record one task's end and dispatch what became ready; return those tasks."""
+def record_task_event(
+    app: Any,
+    workflow_id: str,
+    task_id: str,
+    status: str,
+    *,
+    result: Any = None,
+    error: str | None = None,
+    started_at: float | None = None,
+) -> None:
+    """Record one task's end; its dependents that became ready are published with it."""
     stored = result
     if result is not None and len(json.dumps(result, default=repr)) > MAX_STORED_RESULT_CHARS:
         stored = {"_truncated": True}
     ready, _, definition = transition(
-        redis_for(app), workflow_id,
-        lambda s: s.record_status(task_id, status, stored, error=error))
+        redis_for(app),
+        workflow_id,
+        lambda s: s.record_status(task_id, status, stored, error=error, started_at=started_at),
+        preload=lambda s: [task_id, *s.execution_graph.downstreams(task_id)],
+        app=app,
+    )
     dispatch(app, workflow_id, ready, definition)
-    return ready
 
 
 def check_timeouts(app: Any, workflow_id: str) -> list[str]:
@@ -255,16 +349,21 @@ def check_timeouts(app: Any, workflow_id: str) -> list[str]:
 
     def expire(scheduler: DependencyScheduler) -> list[str]:
         running_before.clear()
-        running_before.update({t: celery_task_id(workflow_id, t)
-                               for t, s in scheduler.states.items()
-                               if s.status in (Status.QUEUED, Status.RUNNING)})
+        running_before.update(
+            {
+                t: celery_task_id(workflow_id, t)
+                for t, s in scheduler.states.items()
+                if s.status in (Status.QUEUED, Status.RUNNING)
+            }
+        )
         scheduler.started_at = float(meta["started_at"])
         return scheduler.check_timeouts()
 
-    ready, scheduler, definition = transition(client, workflow_id, expire)
+    ready, scheduler, definition = transition(client, workflow_id, expire, app=app)
     dispatch(app, workflow_id, ready, definition)
-    revoked = [cid for t, cid in running_before.items()
-               if scheduler.states[t].status == Status.TIMED_OUT]
+    revoked = [
+        cid for t, cid in running_before.items() if scheduler.states[t].status == Status.TIMED_OUT
+    ]
     if revoked:
         app.control.revoke(revoked)
     return ready
@@ -296,8 +395,7 @@ def cancel_workflow(workflow_id: str, *, app: Any = None, terminate: bool = Fals
 
     transition(client, workflow_id, cancel, end_as="cancelled")
     if cancelled:
-        app.control.revoke([celery_task_id(workflow_id, t) for t in cancelled],
-                           terminate=terminate)
+        app.control.revoke([celery_task_id(workflow_id, t) for t in cancelled], terminate=terminate)
     return len(cancelled)
 
 
@@ -311,16 +409,45 @@ def workflow_status(workflow_id: str, *, app: Any = None) -> dict[str, Any]:
         raise WorkflowNotFound(workflow_id)
     definition = WorkflowDefinition.from_json(cast(bytes, raw_def))
     states = store.read_states(client, workflow_id, list(definition.tasks))
+    running = _started_in_celery(
+        app, workflow_id, [t for t, s in states.items() if s.status == Status.QUEUED]
+    )
     tasks: dict[str, Any] = {}
     counts: dict[str, int] = {}
     for task_id, state in states.items():
         info = asdict(state)
         info.pop("upstream_outcomes")
-        info["status"] = str(state.status)
-        tasks[task_id] = {**info, "duration": state.duration,
-                          "task": definition.tasks[task_id].task,
-                          "celery_id": celery_task_id(workflow_id, task_id)}
+        info["status"] = Status.RUNNING.value if task_id in running else str(state.status)
+        tasks[task_id] = {
+            **info,
+            "duration": state.duration,
+            "task": definition.tasks[task_id].task,
+            "celery_id": celery_task_id(workflow_id, task_id),
+        }
         counts[info["status"]] = counts.get(info["status"], 0) + 1
-    return {"id": workflow_id, "name": definition.name, "state": meta.get("state"),
-            "created_at": meta.get("created_at"), "ended_at": meta.get("ended_at"),
-            "counts": counts, "tasks": tasks}
+    return {
+        "id": workflow_id,
+        "name": definition.name,
+        "state": meta.get("state"),
+        "created_at": meta.get("created_at"),
+        "ended_at": meta.get("ended_at"),
+        "counts": counts,
+        "tasks": tasks,
+    }
+
+
+def _started_in_celery(app: Any, workflow_id: str, queued: list[str]) -> set[str]:
+    """Which queued tasks Celery's result backend says have started (STARTED)."""
+    if not queued:
+        return set()
+    backend = app.backend
+    get_key = getattr(backend, "get_key_for_task", None)
+    if get_key is None or not str(app.conf.result_backend).startswith("redis"):
+        return set()
+    keys = [get_key(celery_task_id(workflow_id, t)) for t in queued]
+    raws = backend.client.mget(keys)
+    return {
+        t
+        for t, raw in zip(queued, raws, strict=True)
+        if raw is not None and json.loads(raw).get("status") == "STARTED"
+    }

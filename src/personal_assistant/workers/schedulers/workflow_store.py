@@ -60,8 +60,9 @@ def decode_state(fields: dict[bytes, bytes]) -> TaskState:
     return TaskState(**{k: v for k, v in data.items() if k in STATE_FIELDS})
 
 
-def read_states(client: redis.Redis, workflow_id: str,
-                task_ids: Collection[str]) -> dict[str, TaskState]:
+def read_states(
+    client: redis.Redis, workflow_id: str, task_ids: Collection[str]
+) -> dict[str, TaskState]:
     """Every named task's state, in one round trip (no WATCH: for reports)."""
     with client.pipeline(transaction=False) as batch:
         for task_id in task_ids:
@@ -77,8 +78,14 @@ class WatchedStates(MutableMapping[str, TaskState]):
     the fields to write in the transaction, and :meth:`newly_final` the tasks that became final.
     """
 
-    def __init__(self, pipe: Pipeline, client: redis.Redis, workflow_id: str,
-                 task_ids: Collection[str], terminal: Collection[str]) -> None:
+    def __init__(
+        self,
+        pipe: Pipeline,
+        client: redis.Redis,
+        workflow_id: str,
+        task_ids: Collection[str],
+        terminal: Collection[str],
+    ) -> None:
         self._pipe = pipe
         self._client = client
         self._workflow_id = workflow_id
@@ -86,6 +93,10 @@ class WatchedStates(MutableMapping[str, TaskState]):
         self._terminal = terminal
         self._loaded: dict[str, TaskState] = {}
         self._before: dict[str, dict[str, str]] = {}
+
+    def preload(self, task_ids: list[str]) -> None:
+        """Read (and WATCH) these tasks now, in one round trip."""
+        self._load([t for t in task_ids if t in self._ids])
 
     def _load(self, task_ids: list[str]) -> None:
         wanted = [t for t in task_ids if t not in self._loaded]
@@ -136,9 +147,12 @@ class WatchedStates(MutableMapping[str, TaskState]):
 
     def newly_final(self) -> list[str]:
         """Tasks that were not final when read and are now."""
-        return [t for t, s in self._loaded.items()
-                if s.status in self._terminal
-                and json.loads(self._before[t]["status"]) not in self._terminal]
+        return [
+            t
+            for t, s in self._loaded.items()
+            if s.status in self._terminal
+            and json.loads(self._before[t]["status"]) not in self._terminal
+        ]
 
 
 def meta_of(client: redis.Redis, workflow_id: str) -> dict[str, Any]:

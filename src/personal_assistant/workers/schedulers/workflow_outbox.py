@@ -1,0 +1,139 @@
+"""Publish workflow tasks in the same Redis transaction that decides they are ready.
+
+On a Redis broker a published task is one LPUSH onto the queue's list. The runtime builds each
+ready task's message with Celery and kombu (the same bytes ``send_task`` would push), captures
+that LPUSH instead of running it, and adds it to the MULTI/EXEC that records the decision. So
+"ready" and "published" commit together or not at all: no worker crash between the two can
+lose a dependent or send it twice, and the hop saves the publish round trip.
+
+Celery's publish signals are sent after EXEC, once per message really published (a transaction
+that lost a race publishes nothing and signals nothing). Brokers other than Redis fall back to
+``send_task`` after EXEC.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from celery import signals
+from kombu.transport import redis as kombu_redis
+
+from personal_assistant.workers import constants as c
+
+
+@dataclass
+class CapturedPublish:
+    """One task message, ready to be pushed by a transaction."""
+
+    task_name: str
+    task_id: str
+    queue: str
+    commands: list[tuple[str, tuple[Any, ...]]]
+    headers: dict[str, Any]
+    properties: dict[str, Any]
+    body: Any
+
+
+class _CommandSink:
+    """Stands in for kombu's publish batch and keeps the final Redis commands."""
+
+    def __init__(self) -> None:
+        self.commands: list[tuple[str, tuple[Any, ...]]] = []
+
+    def add(self, name: str, *args: Any) -> None:
+        self.commands.append((name, args))
+
+
+class _Capture:
+    """A producer-level batch that routes the prepared message into a :class:`_CommandSink`."""
+
+    def __init__(self) -> None:
+        self.sink = _CommandSink()
+
+    def publish(self, channel: Any, message: Any, **kwargs: Any) -> Any:
+        return channel.basic_publish(message, _publish_batch=self.sink, **kwargs)
+
+
+def supports_capture(app: Any) -> bool:
+    """True when messages can be captured: a kombu Redis channel with publish batches."""
+    with app.producer_or_acquire() as producer:
+        return hasattr(producer, "_batch_local") and isinstance(
+            producer.channel, kombu_redis.Channel
+        )
+
+
+def capture(
+    app: Any,
+    name: str,
+    args: list[Any],
+    kwargs: dict[str, Any],
+    *,
+    task_id: str,
+    headers: dict[str, Any],
+    options: dict[str, Any],
+) -> CapturedPublish:
+    """Build the message ``send_task`` would publish and capture its Redis commands."""
+    route = app.amqp.router.route(dict(options), name, args, kwargs)
+    queue_obj = route.get("queue")
+    queue = getattr(queue_obj, "name", queue_obj) or c.DEFAULT_QUEUE
+    priority = route.get("priority", options.get("priority"))
+    if priority is None:
+        priority = c.PRIORITY_DEFAULT
+    parent = app.current_worker_task
+    parent_id = parent.request.id if parent else None
+    root_id = (parent.request.root_id or parent.request.id) if parent else None
+    message = app.amqp.create_task_message(
+        task_id,
+        name,
+        args,
+        kwargs,
+        root_id=root_id,
+        parent_id=parent_id,
+        reply_to=app.thread_oid,
+    )
+    message_headers, properties, body, _ = message
+    message_headers.update(headers)
+    properties = {**properties, "priority": priority}
+    batch = _Capture()
+    with app.producer_or_acquire() as producer:
+        producer._batch_local.current = batch
+        try:
+            producer.publish(
+                body,
+                exchange="",
+                routing_key=queue,
+                serializer="json",
+                compression=None,
+                headers=message_headers,
+                delivery_mode=2,
+                retry=False,
+                declare=None,
+                **properties,
+            )
+        finally:
+            del producer._batch_local.current
+    return CapturedPublish(
+        name, task_id, queue, batch.sink.commands, message_headers, properties, body
+    )
+
+
+def signal_published(published: CapturedPublish) -> None:
+    """Send Celery's publish signals for a message the transaction did push."""
+    signals.before_task_publish.send(
+        sender=published.task_name,
+        body=published.body,
+        exchange="",
+        routing_key=published.queue,
+        headers=published.headers,
+        properties=published.properties,
+        declare=[],
+        retry_policy=None,
+    )
+    signals.after_task_publish.send(
+        sender=published.task_name,
+        body=published.body,
+        exchange="",
+        routing_key=published.queue,
+        headers=published.headers,
+    )
