@@ -338,35 +338,32 @@ def record_task_event(
 
 
 def check_timeouts(app: Any, workflow_id: str) -> list[str]:
-    """Time out what waited too long in one workflow; dispatch what became ready."""
+    """Time out what waited too long in one workflow (revoking what was already sent),
+    publish what became ready; return the tasks that timed out."""
     client = redis_for(app)
     meta = store.meta_of(client, workflow_id)
     if not meta:
         raise WorkflowNotFound(workflow_id)
     if meta.get("state") != "running":
         return []
-    running_before: dict[str, str] = {}
+    timed_out: list[str] = []
+    sent: set[str] = set()
 
     def expire(scheduler: DependencyScheduler) -> list[str]:
-        running_before.clear()
-        running_before.update(
-            {
-                t: celery_task_id(workflow_id, t)
-                for t, s in scheduler.states.items()
-                if s.status in (Status.QUEUED, Status.RUNNING)
-            }
-        )
+        still_open = {t for t, s in scheduler.states.items() if s.status not in TERMINAL}
+        sent.clear()
+        sent.update(t for t in still_open if scheduler.states[t].status == Status.QUEUED)
         scheduler.started_at = float(meta["started_at"])
-        return scheduler.check_timeouts()
+        ready = scheduler.check_timeouts()
+        timed_out[:] = [t for t in still_open if scheduler.states[t].status == Status.TIMED_OUT]
+        return ready
 
-    ready, scheduler, definition = transition(client, workflow_id, expire, app=app)
+    ready, _, definition = transition(client, workflow_id, expire, app=app)
     dispatch(app, workflow_id, ready, definition)
-    revoked = [
-        cid for t, cid in running_before.items() if scheduler.states[t].status == Status.TIMED_OUT
-    ]
+    revoked = [celery_task_id(workflow_id, t) for t in timed_out if t in sent]
     if revoked:
         app.control.revoke(revoked)
-    return ready
+    return timed_out
 
 
 def sweep_open_workflows(app: Any) -> int:
