@@ -39,3 +39,10 @@ def run_anchor(script: Path, *args: str, timeout: float = 600) -> str:
 def report(line: str) -> None:
     """Print a result line for the bench log (pytest -s shows it)."""
     print(f"\nBENCH {line}")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Benchmarks run longer than the unit suite's per-test timeout allows."""
+    for item in items:
+        if "performance" in str(item.fspath):
+            item.add_marker(pytest.mark.timeout(1800))

@@ -6,6 +6,7 @@ Shared tasks, so every app (the worker's and each test's producer app) knows the
 from __future__ import annotations
 
 import os
+import signal
 import time
 from typing import Any
 
@@ -77,3 +78,25 @@ def step(
 def noop(*args: Any) -> int:
     """Do nothing (benchmarks compare against Celery's own no-op)."""
     return 1
+
+
+@shared_task(base=BaseTask, bind=True, name="tests.metered")
+def metered(self: BaseTask, i: int, mode: str) -> int:
+    """Record ground truth for the metrics test: each start, and how this attempt ends.
+
+    Modes: ``ok``; ``fail`` (permanent); ``retry`` (transient once, then ok); ``kill`` (the
+    first attempt SIGKILLs its own process, as the OOM killer would; the rerun is ok).
+    """
+    client = _redis()
+    client.rpush("gt:started", i)
+    if mode == "fail":
+        client.rpush("gt:failed", i)
+        raise PermanentError(f"task {i} fails")
+    if mode == "retry" and client.incr(f"gt:attempt:{i}") == 1:
+        client.rpush("gt:retried", i)
+        raise TransientError(f"task {i} blips")
+    if mode == "kill" and client.incr(f"gt:attempt:{i}") == 1:
+        client.rpush("gt:killed", i)
+        os.kill(os.getpid(), signal.SIGKILL)
+    client.rpush("gt:succeeded", i)
+    return i

@@ -23,6 +23,9 @@ from personal_assistant.workers.constants import PRIORITY_DEFAULT
 from personal_assistant.workers.hooks import HookRegistry, WorkerHook
 from personal_assistant.workers.schedulers.workflow_hook import WorkflowHook
 from personal_assistant.workers.tasks import TASK_MODULES
+from personal_assistant.workers.tasks.base_tasks import BaseTask
+from personal_assistant.workers.utils import prometheus_metrics
+from personal_assistant.workers.utils.metrics_hook import MetricsHook, PublishTimestampHook
 
 
 class MaskSecretsHook(WorkerHook):
@@ -67,10 +70,18 @@ class WorkerApp(Celery):  # type: ignore[misc]
     """Celery app carrying its settings and its hook registry."""
 
     def __init__(self, settings: WorkerSettings, **kwargs: Any) -> None:
+        if settings.metrics_enabled:
+            # Task events feed the metrics in the worker's main process and stay there.
+            kwargs.setdefault("events", prometheus_metrics.LocalEvents.path())
         super().__init__("personal_assistant_workers", include=list(TASK_MODULES), **kwargs)
         self.settings = settings
         self.hooks = HookRegistry()
         self.config_from_object(build_celery_config(settings))
+        if settings.metrics_enabled:
+            self.conf.worker_send_task_events = True
+            # Every task's request records its lifecycle (plain tasks and BaseTask alike).
+            self.Task.Request = prometheus_metrics.REQUEST_CLASS
+            BaseTask.Request = prometheus_metrics.REQUEST_CLASS
 
 
 def create_app(settings: WorkerSettings | None = None) -> WorkerApp:
@@ -79,6 +90,9 @@ def create_app(settings: WorkerSettings | None = None) -> WorkerApp:
     new_app.hooks.add(MaskSecretsHook())
     new_app.hooks.add(DefaultPriorityHook())
     new_app.hooks.add(WorkflowHook(new_app))
+    if new_app.settings.metrics_enabled:
+        new_app.hooks.add(PublishTimestampHook())
+        new_app.hooks.add(MetricsHook(new_app))
     return new_app
 
 

@@ -75,8 +75,10 @@ def build_celery_config(settings: WorkerSettings) -> dict[str, Any]:
         "task_send_sent_event": False,
         "worker_hijack_root_logger": True,
         "worker_redirect_stdouts_level": "INFO",
-        # Beat.
+        # Beat: loop at least every 30 s so its liveness record stays fresh.
         "beat_schedule": build_beat_schedule(MAINTENANCE_SCHEDULE),
+        "beat_scheduler": f"{c.PACKAGE}.schedulers.enhanced_scheduler:EnhancedScheduler",
+        "beat_max_loop_interval": 30,
     }
     if is_redis_url(settings.celery_broker_url):
         config["broker_transport"] = TRANSPORT_PATH

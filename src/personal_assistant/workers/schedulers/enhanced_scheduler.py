@@ -1,0 +1,43 @@
+"""Beat scheduler for ``celery beat --scheduler=...enhanced_scheduler:EnhancedScheduler``.
+
+Celery's persistent scheduler plus a liveness record: every loop of beat writes its time to
+Redis (``pa:beat:last_tick``), which the beat container's health check reads
+(``python -m personal_assistant.workers.utils.health_check beat --max-age 120``). A ping of
+the workers, which is what ``celery inspect ping`` checks, says nothing about beat.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import redis
+from celery.beat import PersistentScheduler
+
+from personal_assistant.workers.utils.task_monitoring import BeatLiveness
+
+logger = logging.getLogger(__name__)
+
+# Beat sleeps up to this long between loops when nothing is due; the health check's max age
+# must exceed it (120 s in the compose file).
+BEAT_MAX_LOOP_INTERVAL_S = 30
+
+
+class EnhancedScheduler(PersistentScheduler):  # type: ignore[misc]
+    """Persistent beat scheduler that records each tick for its health check."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._liveness: BeatLiveness | None = None
+        url = str(self.app.conf.broker_url)
+        if url.startswith("redis"):
+            self._liveness = BeatLiveness(redis.Redis.from_url(url, socket_timeout=2))
+
+    def tick(self, *args: Any, **kwargs: Any) -> float:
+        """Record liveness, then do beat's work; a Redis error never stops the schedule."""
+        if self._liveness is not None:
+            try:
+                self._liveness.tick()
+            except redis.RedisError:
+                logger.warning("could not record beat liveness", exc_info=True)
+        return float(super().tick(*args, **kwargs))

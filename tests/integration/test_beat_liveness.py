@@ -1,0 +1,68 @@
+"""Beat records its liveness each tick, and the beat health check reads it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.support.waiting import wait_for
+from tests.support.worker import worker_env
+
+pytestmark = pytest.mark.integration
+
+
+def health(redis_url: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "personal_assistant.workers.utils.health_check",
+            "beat",
+            "--max-age",
+            "60",
+        ],
+        env=worker_env(redis_url),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_a_running_beat_is_healthy_and_a_silent_one_is_not(
+    redis_url: str,
+    redis_client: redis.Redis,
+    tmp_path: Path,
+) -> None:
+    assert health(redis_url).returncode == 1  # never ticked
+    beat = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "personal_assistant.workers.celery_app",
+            "beat",
+            "--schedule",
+            str(tmp_path / "schedule"),
+            "-l",
+            "info",
+        ],
+        env=worker_env(redis_url),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(lambda: redis_client.get("pa:beat:last_tick"), timeout=30)
+        assert health(redis_url).returncode == 0
+    finally:
+        beat.terminate()
+        beat.wait(timeout=30)
+    redis_client.set("pa:beat:last_tick", "1000.0")  # a beat silent since 1970
+    stale = health(redis_url)
+    assert stale.returncode == 1
+    assert "beat" in (stale.stdout + stale.stderr).lower()
