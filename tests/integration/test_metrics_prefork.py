@@ -82,8 +82,9 @@ def test_scraped_counters_equal_the_ground_truth_under_churn_and_a_killed_child(
     assert expected["celery_task_started_total"] == len(plan) + 50 + 1
     # The last ends are recorded as the results come back: wait for them, then compare exactly.
     wait_for(
-        lambda: scrape(port)["celery_task_succeeded_total"]
-        == expected["celery_task_succeeded_total"],
+        lambda: (
+            scrape(port)["celery_task_succeeded_total"] == expected["celery_task_succeeded_total"]
+        ),
         timeout=30,
     )
     totals = scrape(port)

@@ -20,8 +20,8 @@ from tests.performance.conftest import report, run_anchor
 from tests.support.redis_server import RedisServer, free_port
 from tests.support.worker import WorkerProcess
 
-N = 3000
-ROUNDS = 3
+N = 2000
+ROUNDS = 5
 
 
 def drain_rate(app: WorkerApp, start: Callable[..., WorkerProcess], metrics: bool) -> float:

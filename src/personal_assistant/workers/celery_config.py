@@ -64,7 +64,7 @@ def build_celery_config(settings: WorkerSettings) -> dict[str, Any]:
         "worker_cancel_long_running_tasks_on_connection_loss": True,
         "task_time_limit": settings.task_time_limit,
         "task_soft_time_limit": settings.task_soft_time_limit,
-        "task_track_started": True,
+        "task_track_started": settings.task_track_started,
         "result_expires": RESULT_EXPIRES_S,
         "result_backend_transport_options": {"visibility_timeout": visibility},
         # Worker: one message reserved per process, so a long task never holds others hostage.

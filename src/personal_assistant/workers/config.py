@@ -91,6 +91,12 @@ class WorkerSettings(BaseSettings):
 
     metrics_enabled: bool = True
     metrics_port: int = Field(default=c.METRICS_PORT, ge=0, le=65535)
+    # Liveness: a beat every interval; a worker silent for down_after is reported down.
+    worker_heartbeat_interval: float = Field(default=c.HEARTBEAT_INTERVAL_S, gt=0)
+    worker_down_after: float = Field(default=c.WORKER_DOWN_AFTER_S, gt=0)
+    # Celery's STARTED state: one result-backend write per task (about a quarter of no-op
+    # throughput, measured), which shows workflow tasks as "running" while they run.
+    task_track_started: bool = True
     alerting_enabled: bool = False
     scheduler_enabled: bool = True
 
@@ -161,6 +167,12 @@ class WorkerSettings(BaseSettings):
             raise ValueError(
                 "TASK_SOFT_TIME_LIMIT must be below TASK_TIME_LIMIT "
                 f"({self.task_soft_time_limit} >= {self.task_time_limit})"
+            )
+        if self.worker_down_after <= self.worker_heartbeat_interval:
+            raise ValueError(
+                "WORKER_DOWN_AFTER must exceed WORKER_HEARTBEAT_INTERVAL "
+                f"({self.worker_down_after:g} <= {self.worker_heartbeat_interval:g}), or live "
+                "workers flap down between beats"
             )
         longest = max(self.task_time_limit, self.max_countdown, self.retry_backoff_max)
         if self.visibility_timeout and self.visibility_timeout <= longest:

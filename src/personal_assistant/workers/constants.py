@@ -78,5 +78,11 @@ PROGRESS_MIN_INTERVAL_S: Final = 0.5
 TEMP_FILE_MAX_AGE_HOURS: Final = 24  # a day: longer than any upload or export we keep in temp.
 LOG_MAX_AGE_DAYS: Final = 14  # two weeks of logs on disk; older ones live in central logging.
 
+# --- Liveness ---------------------------------------------------------------------------------
+# A heartbeat every 5 s; down after 30 s of silence: six missed beats, so one slow Redis call or
+# GC pause never flaps a worker, and a SIGKILLed one shows down within half a minute.
+HEARTBEAT_INTERVAL_S: Final = 5.0
+WORKER_DOWN_AFTER_S: Final = 30.0
+
 # --- Ports ------------------------------------------------------------------------------------
 METRICS_PORT: Final = 9808  # the popular Celery exporter's port, so scrape configs carry over.

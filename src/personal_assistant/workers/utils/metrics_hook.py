@@ -100,13 +100,15 @@ class MetricsHook(WorkerHook):
         broker_url = str(self.app.conf.broker_url)
         if broker_url.startswith("redis"):
             client = self._client = redis.Redis.from_url(broker_url, socket_timeout=2)
-            registry = WorkerRegistry(client)
+            registry = WorkerRegistry(client, down_after=settings.worker_down_after)
             queues = list(getattr(sender, "queues", None) or settings.worker_queue)
             recorder.registry.register(
                 pm.QueueLengthCollector(lambda: queue_depths(client, list(c.QUEUES)))
             )
             recorder.registry.register(WorkerUpCollector(registry))
-            self.heartbeat = Heartbeat(registry, hostname, queues)
+            self.heartbeat = Heartbeat(
+                registry, hostname, queues, interval=settings.worker_heartbeat_interval
+            )
             self.heartbeat.start()
         backend_url = str(self.app.conf.result_backend)
         self.server = HealthServer(
