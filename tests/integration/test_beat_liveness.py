@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import redis
 
+from personal_assistant.workers import constants as c
+from tests.support.redis_server import free_port
 from tests.support.waiting import wait_for
-from tests.support.worker import worker_env
+from tests.support.worker import WorkerProcess, worker_env
 
 pytestmark = pytest.mark.integration
 
@@ -66,3 +70,19 @@ def test_a_running_beat_is_healthy_and_a_silent_one_is_not(
     stale = health(redis_url)
     assert stale.returncode == 1
     assert "beat" in (stale.stdout + stale.stderr).lower()
+
+
+def test_workers_export_beats_last_tick_for_the_no_beat_tick_alert(
+    redis_client: redis.Redis,
+    start_worker: Callable[..., WorkerProcess],
+) -> None:
+    port = free_port()
+    start_worker([c.MAINTENANCE_QUEUE], env={"METRICS_PORT": str(port)})
+    url = f"http://127.0.0.1:{port}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        before = response.read().decode().splitlines()
+    assert not [line for line in before if line.startswith("celery_beat_last_tick_timestamp")]
+    redis_client.set("pa:beat:last_tick", "1764345600.5")
+    with urllib.request.urlopen(url, timeout=10) as response:
+        lines = response.read().decode().splitlines()
+    assert "celery_beat_last_tick_timestamp_seconds 1.7643456005e+09" in lines

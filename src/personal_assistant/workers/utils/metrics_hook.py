@@ -28,6 +28,7 @@ from personal_assistant.workers.utils.health_check import (
     broker_ready,
 )
 from personal_assistant.workers.utils.task_monitoring import (
+    BeatLiveness,
     Heartbeat,
     WorkerRegistry,
     queue_depths,
@@ -60,6 +61,26 @@ class WorkerUpCollector(Collector):
             workers = []
         for worker in workers:
             family.add_metric([worker.hostname], 1.0 if worker.up else 0.0)
+        yield family
+
+
+class BeatTickCollector(Collector):
+    """``celery_beat_last_tick_timestamp_seconds``: when beat last looped (absent if never)."""
+
+    def __init__(self, liveness: BeatLiveness) -> None:
+        self._liveness = liveness
+
+    def collect(self) -> Any:
+        family = GaugeMetricFamily(
+            "celery_beat_last_tick_timestamp_seconds", "Unix time of beat's last scheduler loop"
+        )
+        try:
+            last = self._liveness.last_tick()
+        except Exception:
+            logger.warning("beat liveness unavailable", exc_info=True)
+            last = None
+        if last is not None:
+            family.add_metric([], last)
         yield family
 
 
@@ -106,6 +127,7 @@ class MetricsHook(WorkerHook):
                 pm.QueueLengthCollector(lambda: queue_depths(client, list(c.QUEUES)))
             )
             recorder.registry.register(WorkerUpCollector(registry))
+            recorder.registry.register(BeatTickCollector(BeatLiveness(client)))
             self.heartbeat = Heartbeat(
                 registry, hostname, queues, interval=settings.worker_heartbeat_interval
             )
