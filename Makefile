@@ -17,11 +17,17 @@ $(STAMP): pyproject.toml
 ## deps: the virtual environment with the package and its dev tools
 deps: $(STAMP)
 
-## system-deps: redis-server for the tests and `make run` (Debian's package), if missing
+## system-deps: redis-server, promtool (Debian's prometheus package) and openssl for the tests,
+## each installed only if missing
 system-deps:
-	@command -v redis-server >/dev/null || { \
-	  echo "installing redis-server (apt)"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+	@missing=""; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v promtool >/dev/null || missing="$$missing prometheus"; \
+	command -v openssl >/dev/null || missing="$$missing openssl"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing$$missing (apt)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
 
 ## run: one worker on all five queues with embedded beat, against CELERY_BROKER_URL
 ## (starts a private Redis under var/ when no broker answers there)

@@ -25,6 +25,7 @@ from personal_assistant.workers.schedulers.workflow_hook import WorkflowHook
 from personal_assistant.workers.tasks import TASK_MODULES
 from personal_assistant.workers.tasks.base_tasks import BaseTask
 from personal_assistant.workers.utils import prometheus_metrics
+from personal_assistant.workers.utils.alerting_hook import AlertingHook
 from personal_assistant.workers.utils.metrics_hook import MetricsHook, PublishTimestampHook
 
 
@@ -93,6 +94,8 @@ def create_app(settings: WorkerSettings | None = None) -> WorkerApp:
     if new_app.settings.metrics_enabled:
         new_app.hooks.add(PublishTimestampHook())
         new_app.hooks.add(MetricsHook(new_app))
+    if new_app.settings.alerting_enabled:
+        new_app.hooks.add(AlertingHook(new_app))  # after MetricsHook: it needs the recorder
     return new_app
 
 

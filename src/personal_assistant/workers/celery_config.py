@@ -22,7 +22,10 @@ from personal_assistant.workers.broker_transport import PRIORITY_STEPS, TRANSPOR
 from personal_assistant.workers.config import WorkerSettings
 from personal_assistant.workers.routing import task_queues, task_routes
 from personal_assistant.workers.schedulers.base_scheduler import build_beat_schedule
-from personal_assistant.workers.schedulers.maintenance_scheduler import MAINTENANCE_SCHEDULE
+from personal_assistant.workers.schedulers.maintenance_scheduler import (
+    MAINTENANCE_SCHEDULE,
+    alerting_schedule,
+)
 
 # A day: long enough for a user to poll a result after a night's batch, short enough that
 # Redis (noeviction) does not fill with results nobody reads.
@@ -76,7 +79,9 @@ def build_celery_config(settings: WorkerSettings) -> dict[str, Any]:
         "worker_hijack_root_logger": True,
         "worker_redirect_stdouts_level": "INFO",
         # Beat: loop at least every 30 s so its liveness record stays fresh.
-        "beat_schedule": build_beat_schedule(MAINTENANCE_SCHEDULE),
+        "beat_schedule": build_beat_schedule(
+            MAINTENANCE_SCHEDULE, alerting_schedule(settings) if settings.alerting_enabled else ()
+        ),
         "beat_scheduler": f"{c.PACKAGE}.schedulers.enhanced_scheduler:EnhancedScheduler",
         "beat_max_loop_interval": 30,
     }

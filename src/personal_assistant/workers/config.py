@@ -98,6 +98,10 @@ class WorkerSettings(BaseSettings):
     # throughput, measured), which shows workflow tasks as "running" while they run.
     task_track_started: bool = True
     alerting_enabled: bool = False
+    # YAML rules (see README); empty: the built-in rules.
+    alert_rules_file: Path | None = None
+    # How often alert windows are re-evaluated without a task event (resolves, backlog, offline).
+    alert_eval_interval: float = Field(default=c.ALERT_EVAL_INTERVAL_S, gt=0)
     scheduler_enabled: bool = True
 
     task_time_limit: int = Field(default=c.TASK_TIME_LIMIT_S, ge=1)
@@ -167,6 +171,11 @@ class WorkerSettings(BaseSettings):
             raise ValueError(
                 "TASK_SOFT_TIME_LIMIT must be below TASK_TIME_LIMIT "
                 f"({self.task_soft_time_limit} >= {self.task_time_limit})"
+            )
+        if self.alerting_enabled and not self.metrics_enabled:
+            raise ValueError(
+                "ALERTING_ENABLED needs METRICS_ENABLED: alerts are evaluated on the task "
+                "events the metrics record"
             )
         if self.worker_down_after <= self.worker_heartbeat_interval:
             raise ValueError(

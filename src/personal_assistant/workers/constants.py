@@ -84,5 +84,13 @@ LOG_MAX_AGE_DAYS: Final = 14  # two weeks of logs on disk; older ones live in ce
 HEARTBEAT_INTERVAL_S: Final = 5.0
 WORKER_DOWN_AFTER_S: Final = 30.0
 
+# --- Alerting ---------------------------------------------------------------------------------
+# Windows age and backlog/offline conditions change without task events: re-check every 15 s,
+# a quarter of the shortest sensible window (1 min), so a resolve is late by at most that.
+ALERT_EVAL_INTERVAL_S: Final = 15.0
+ALERT_STATE_KEY: Final = "pa:alerts:state"  # the periodic evaluator's rule state (JSON)
+ALERT_LOCK_KEY: Final = "pa:alerts:lock"  # one periodic evaluator at a time
+ALERT_TOKEN_PREFIX: Final = "pa:alerts:sent:"  # noqa: S105 - a key prefix; one sender per alert
+
 # --- Ports ------------------------------------------------------------------------------------
 METRICS_PORT: Final = 9808  # the popular Celery exporter's port, so scrape configs carry over.

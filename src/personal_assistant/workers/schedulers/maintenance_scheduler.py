@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from celery.schedules import crontab
 
+from personal_assistant.workers.config import WorkerSettings
 from personal_assistant.workers.constants import TASKS_PACKAGE
 from personal_assistant.workers.schedulers.base_scheduler import PeriodicTask
 
@@ -31,3 +32,16 @@ MAINTENANCE_SCHEDULE: tuple[PeriodicTask, ...] = (
         schedule=crontab(hour=3, minute=0),
     ),
 )
+
+
+def alerting_schedule(settings: WorkerSettings) -> tuple[PeriodicTask, ...]:
+    """The periodic alert evaluation (ALERTING_ENABLED): backlog and offline workers."""
+    return (
+        PeriodicTask(
+            name="evaluate-alerts",
+            task=f"{TASKS_PACKAGE}.maintenance_tasks.evaluate_alerts",
+            schedule=settings.alert_eval_interval,
+            # A run that waited longer than an interval is stale: the next one supersedes it.
+            options={"expires": settings.alert_eval_interval},
+        ),
+    )

@@ -11,6 +11,7 @@ failure, so nothing waits forever on a message that was never sent.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import time
@@ -123,7 +124,10 @@ def transition(
     ``preload`` names the tasks to read in the first round trip; ``end_as`` names the final
     state if this change ends the workflow (``cancelled``).
     """
-    definition, scheduler = _cache.get(client, workflow_id)
+    definition, built = _cache.get(client, workflow_id)
+    # A shallow copy per call: the graph, rules and conditions are shared (never change after
+    # submit), while each call gets its own `states`, so threads never see each other's reads.
+    scheduler = copy.copy(built)
     leaves = _cache.leaves(workflow_id)
     captured: dict[str, outbox.CapturedPublish] = {}
     use_outbox = app is not None and _outbox_supported(app)

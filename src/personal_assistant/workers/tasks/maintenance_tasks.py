@@ -11,9 +11,12 @@ from typing import Any
 
 from personal_assistant.workers.celery_app import app
 from personal_assistant.workers.config import get_settings
+from personal_assistant.workers.constants import QUEUES
 from personal_assistant.workers.schedulers import workflow_runtime
 from personal_assistant.workers.tasks.base_tasks import BaseTask
 from personal_assistant.workers.tasks.file_tasks import run_cleanup
+from personal_assistant.workers.utils import alerting_hook
+from personal_assistant.workers.utils.task_monitoring import WorkerRegistry, queue_depths
 
 
 @app.task(base=BaseTask, bind=True)
@@ -53,6 +56,24 @@ def check_workflow_timeouts(self: BaseTask, workflow_id: str) -> list[str]:
 def sweep_workflow_timeouts(self: BaseTask) -> int:
     """Check every open workflow for timeouts (beat backstop for long or lost timers)."""
     return workflow_runtime.sweep_open_workflows(self.app)
+
+
+@app.task(base=BaseTask, bind=True)
+def evaluate_alerts(self: BaseTask) -> int:
+    """Evaluate the state alert rules (queue backlog, offline workers) once, across workers.
+
+    Returns the number of notifications sent, or -1 when another worker was evaluating.
+    """
+    alerting = alerting_hook.periodic_alerting(self.app)
+    client = alerting.client
+    snapshot: dict[str, Any] = {}
+    if client is not None:
+        snapshot["queues"] = queue_depths(client, list(QUEUES))
+        registry = WorkerRegistry(client, down_after=self.app.settings.worker_down_after)
+        snapshot["workers"] = {w.hostname: w.up for w in registry.workers()}
+    sent = alerting_hook.evaluate_state_rules(alerting, snapshot)
+    alerting.dispatcher.flush(timeout=30.0)  # the child may be recycled right after
+    return sent
 
 
 @app.task(base=BaseTask, bind=True)

@@ -145,8 +145,7 @@ class MetricsHook(WorkerHook):
     def on_worker_ready(self, *, sender: Any) -> None:
         """Tick from the worker's own event loop, so /healthz sees a hung consumer; publish
         task summaries for ``celery ... pa-status`` from the same loop."""
-        hub = getattr(getattr(sender, "consumer", None), "controller", None)
-        loop = getattr(hub, "hub", None)
+        loop = getattr(sender, "hub", None)  # worker_ready's sender is the consumer
         if self.heartbeat is not None:
             self.heartbeat.touch()
             if loop is not None:

@@ -133,6 +133,8 @@ class TaskMetricsRecorder:
         )
         # The seed's collector, fed by the same events: bounded summaries with p95 for `status`.
         self.collector = MetricsCollector(sample_resources=False)
+        #: Called with each task event as alerting reads it (utils/alerting_hook.py).
+        self.listeners: list[Callable[[dict[str, Any]], None]] = []
         self._active = 0
         self._child_cpu: dict[int, float] = {}
         self._max_rss: dict[tuple[str, str], float] = {}
@@ -278,6 +280,31 @@ class MetricsRequest(Request):  # type: ignore[misc]
             if runtime is None:
                 runtime = time.time() - float(self.time_start)
             recorder.on_finished(labels, float(runtime), pid)
+        if recorder.listeners and type_ in ("task-failed", "task-succeeded"):
+            self._notify(recorder, labels, type_, fields, error)
+
+    def _notify(
+        self,
+        recorder: TaskMetricsRecorder,
+        labels: tuple[str, str, str],
+        type_: str,
+        fields: dict[str, Any],
+        error: str | None,
+    ) -> None:
+        event: dict[str, Any] = {
+            "task_name": labels[0],
+            "hostname": labels[1],
+            "queue": labels[2],
+            "task_id": self.id,
+        }
+        if type_ == "task-succeeded":
+            event.update(event="task_succeeded", runtime=fields.get("runtime"))
+        elif (error or "").startswith("TimeLimitExceeded"):
+            event.update(event="task_timeout", error=error)
+        else:
+            event.update(event="task_failed", error=error)
+        for listener in recorder.listeners:
+            listener(event)
 
 
 def _timestamp(value: Any) -> float:
