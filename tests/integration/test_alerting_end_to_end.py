@@ -51,17 +51,24 @@ def alert_env(tmp_path: Path, webhook: Receiver, slack: Receiver, smtp_port: int
     rules = tmp_path / "alerts.yaml"
     rules.write_text(RULES)
     return {
-        "ALERTING_ENABLED": "true", "ALERT_RULES_FILE": str(rules), "ALERT_EVAL_INTERVAL": "0.5",
+        "ALERTING_ENABLED": "true",
+        "ALERT_RULES_FILE": str(rules),
+        "ALERT_EVAL_INTERVAL": "0.5",
         "METRICS_PORT": str(free_port()),
-        "ALERT_WEBHOOK_URL": webhook.url + "/hook", "ALERT_WEBHOOK_SECRET": SECRET,
+        "ALERT_WEBHOOK_URL": webhook.url + "/hook",
+        "ALERT_WEBHOOK_SECRET": SECRET,
         "ALERT_SLACK_WEBHOOK_URL": slack.url + "/slack",
-        "ALERT_SMTP_HOST": "127.0.0.1", "ALERT_SMTP_PORT": str(smtp_port),
-        "ALERT_SMTP_FROM": "workers@example.test", "ALERT_SMTP_TO": "ops@example.test",
+        "ALERT_SMTP_HOST": "127.0.0.1",
+        "ALERT_SMTP_PORT": str(smtp_port),
+        "ALERT_SMTP_FROM": "workers@example.test",
+        "ALERT_SMTP_TO": "ops@example.test",
     }
 
 
 def test_five_failures_in_a_window_give_one_alert_per_channel_then_one_resolve(
-    producer_app: WorkerApp, redis_client: redis.Redis, tmp_path: Path,
+    producer_app: WorkerApp,
+    redis_client: redis.Redis,
+    tmp_path: Path,
     receivers: tuple[Receiver, Receiver, Mailbox, LoopbackSMTP],
     start_worker: Callable[..., WorkerProcess],
 ) -> None:
@@ -70,8 +77,12 @@ def test_five_failures_in_a_window_give_one_alert_per_channel_then_one_resolve(
     env = alert_env(tmp_path, webhook, slack, smtp.port)
     start_worker([c.MAINTENANCE_QUEUE], env={**env, "METRICS_PORT": str(free_port())})
     start_worker([c.MAINTENANCE_QUEUE], env={**env, "METRICS_PORT": str(free_port())})
-    results = [producer_app.send_task("tests.broken_until_fixed", args=[f"p{i}"],
-                                      queue=c.MAINTENANCE_QUEUE) for i in range(10)]
+    results = [
+        producer_app.send_task(
+            "tests.broken_until_fixed", args=[f"p{i}"], queue=c.MAINTENANCE_QUEUE
+        )
+        for i in range(10)
+    ]
     for result in results:
         result.get(timeout=30, propagate=False)
 
@@ -95,7 +106,8 @@ def test_five_failures_in_a_window_give_one_alert_per_channel_then_one_resolve(
 
 
 def test_a_dead_channel_does_not_delay_the_others(
-    producer_app: WorkerApp, tmp_path: Path,
+    producer_app: WorkerApp,
+    tmp_path: Path,
     receivers: tuple[Receiver, Receiver, Mailbox, LoopbackSMTP],
     start_worker: Callable[..., WorkerProcess],
 ) -> None:
@@ -110,8 +122,9 @@ def test_a_dead_channel_does_not_delay_the_others(
         start_worker([c.MAINTENANCE_QUEUE], env=env)
         started = time.monotonic()
         for i in range(5):
-            producer_app.send_task("tests.broken_until_fixed", args=[f"d{i}"],
-                                   queue=c.MAINTENANCE_QUEUE)
+            producer_app.send_task(
+                "tests.broken_until_fixed", args=[f"d{i}"], queue=c.MAINTENANCE_QUEUE
+            )
         webhook.wait(1, timeout=20)
         slack.wait(1, timeout=20)
         assert time.monotonic() - started < 5  # well before the dead channel's timeout

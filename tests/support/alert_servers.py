@@ -8,6 +8,7 @@ import email.policy
 import hashlib
 import hmac
 import threading
+import time
 from dataclasses import dataclass
 from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -71,6 +72,7 @@ class Hit:
     headers: dict[str, str]
     body: bytes
     signature_valid: bool
+    received_at: float = 0.0
 
 
 class Receiver:
@@ -90,7 +92,9 @@ class Receiver:
                     got = self.headers.get(SIGNATURE_HEADER, "")
                     valid = hmac.compare_digest(f"sha256={digest}", got)
                 with receiver.arrived:
-                    receiver.hits.append(Hit(self.path, dict(self.headers.items()), body, valid))
+                    receiver.hits.append(
+                        Hit(self.path, dict(self.headers.items()), body, valid, time.time())
+                    )
                     receiver.arrived.notify_all()
                 status = 401 if secret is not None and not valid else 200
                 reply = b"bad signature" if status == 401 else b"ok"

@@ -100,3 +100,10 @@ def metered(self: BaseTask, i: int, mode: str) -> int:
         os.kill(os.getpid(), signal.SIGKILL)
     client.rpush("gt:succeeded", i)
     return i
+
+
+@shared_task(base=BaseTask, bind=True, name="tests.fail_now")
+def fail_now(self: BaseTask, key: str) -> None:
+    """Fail at once, recording the moment of failure (alert latency benchmark)."""
+    _redis().set(f"failed_at:{key}", repr(time.time()))
+    raise PermanentError(f"{key} failed")

@@ -25,7 +25,7 @@ from personal_assistant.workers.schedulers.workflow_hook import WorkflowHook
 from personal_assistant.workers.tasks import TASK_MODULES
 from personal_assistant.workers.tasks.base_tasks import BaseTask
 from personal_assistant.workers.utils import prometheus_metrics
-from personal_assistant.workers.utils.alerting_hook import AlertingHook
+from personal_assistant.workers.utils.alerting_hook import AlertingHook, check_alerting_config
 from personal_assistant.workers.utils.metrics_hook import MetricsHook, PublishTimestampHook
 
 
@@ -95,6 +95,7 @@ def create_app(settings: WorkerSettings | None = None) -> WorkerApp:
         new_app.hooks.add(PublishTimestampHook())
         new_app.hooks.add(MetricsHook(new_app))
     if new_app.settings.alerting_enabled:
+        check_alerting_config(new_app.settings)
         new_app.hooks.add(AlertingHook(new_app))  # after MetricsHook: it needs the recorder
     return new_app
 
@@ -108,4 +109,13 @@ def _load_settings_or_exit() -> WorkerSettings:
         raise SystemExit(2) from None
 
 
-app: WorkerApp = create_app(_load_settings_or_exit())
+def _create_app_or_exit() -> WorkerApp:
+    settings = _load_settings_or_exit()
+    try:
+        return create_app(settings)
+    except ConfigError as exc:
+        sys.stderr.write(f"personal_assistant.workers: {exc}\n")
+        raise SystemExit(2) from None
+
+
+app: WorkerApp = _create_app_or_exit()

@@ -24,7 +24,7 @@ import redis
 from prometheus_client import Counter
 
 from personal_assistant.workers import constants as c
-from personal_assistant.workers.config import WorkerSettings
+from personal_assistant.workers.config import ConfigError, WorkerSettings
 from personal_assistant.workers.hooks import WorkerHook
 from personal_assistant.workers.utils.alert_channels import (
     ChannelDispatcher,
@@ -41,6 +41,8 @@ from personal_assistant.workers.utils.prometheus_metrics import current_recorder
 
 logger = logging.getLogger(__name__)
 
+HISTORY_KEY = "pa:alerts:history"
+HISTORY_SIZE = 500  # bounded: Redis runs with noeviction
 EVENT_CONDITIONS = frozenset(
     {"task_failure", "failure_rate", "performance_degradation", "task_timeout"}
 )
@@ -79,6 +81,19 @@ rules:
 """
 
 
+def check_alerting_config(settings: WorkerSettings) -> list[AlertRule]:
+    """Build the channels and rules once at start-up; ConfigError names what is wrong.
+
+    So a bad rules file (with its line and field) or a half-configured channel stops the
+    process at start, instead of a worker running with alerting silently off.
+    """
+    try:
+        names = sorted(channels_from_env(os.environ))
+        return load_rules(settings, names)
+    except ValueError as exc:
+        raise ConfigError(f"alerting: {exc}") from None
+
+
 def load_rules(settings: WorkerSettings, channel_names: list[str]) -> list[AlertRule]:
     """The configured rules (ALERT_RULES_FILE), else the built-in ones."""
     if settings.alert_rules_file is not None:
@@ -114,6 +129,18 @@ class AlertSender:
         self.sent = sent
         self._claim = client.register_script(_CLAIM) if client is not None else None
 
+    def _remember(self, alert: Alert) -> None:
+        """Keep the last HISTORY_SIZE notifications in Redis for ``celery ... alerts list``."""
+        if self.client is None:
+            return
+        try:
+            with self.client.pipeline(transaction=False) as pipe:
+                pipe.lpush(HISTORY_KEY, json.dumps(alert.to_dict(), default=repr))
+                pipe.ltrim(HISTORY_KEY, 0, HISTORY_SIZE - 1)
+                pipe.execute()
+        except redis.RedisError:
+            logger.warning("could not record alert %s in the history", alert.rule)
+
     def token_keys(self, alert: Alert) -> tuple[str, str]:
         """(this notification's token, the opposite state's token).
 
@@ -140,6 +167,7 @@ class AlertSender:
             except redis.RedisError:
                 logger.warning("alert token unavailable; sending %s anyway", alert.rule)
         self.sent.labels(alert.rule, alert.state).inc()
+        self._remember(alert)
         self.dispatcher.dispatch(
             alert.channels,
             Notification(
