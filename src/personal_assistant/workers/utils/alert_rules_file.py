@@ -25,6 +25,7 @@ custom ``!tag``) is refused, never constructed. :func:`validate_rule` is the sam
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 from collections.abc import Collection, Mapping
@@ -213,11 +214,9 @@ def parse_duration(value: Any) -> timedelta:
         seconds = value
     elif isinstance(value, str) and _DURATION.fullmatch(value.strip()):
         seconds = sum(float(n) * _UNITS[unit] for n, unit in _PART.findall(value.strip()))
-    try:
-        if seconds is not None:
+    if seconds is not None:
+        with contextlib.suppress(OverflowError, ValueError):  # too long, infinite or NaN
             return timedelta(seconds=seconds)
-    except (OverflowError, ValueError):  # too long, infinite or NaN
-        pass
     raise ValueError(f"bad duration {value!r}: write seconds (300) or 30s, 5m, 1h, 1d")
 
 

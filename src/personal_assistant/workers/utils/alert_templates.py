@@ -20,6 +20,7 @@ refuses unbalanced braces, which would otherwise render as text nobody meant.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
@@ -117,10 +118,9 @@ def _fill(field: _Field, fields: Mapping[str, Any]) -> str:
         return "{" + field.name + "?}"
     is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
     if field.spec and is_number and _SAFE_SPEC.fullmatch(field.spec):
-        try:
+        # e.g. 'd' on a float raises ValueError: fall back to the plain value
+        with contextlib.suppress(ValueError):
             return format(value, field.spec)
-        except ValueError:  # e.g. 'd' on a float: fall back to the plain value
-            pass
     return format_value(value)
 
 

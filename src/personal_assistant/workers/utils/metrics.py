@@ -19,6 +19,7 @@ RSS are that process's. With a thread or gevent pool they include the concurrent
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import os
@@ -240,10 +241,8 @@ class _RssProbe:
 
     def read(self) -> int | None:
         if self._fd >= 0:
-            try:
+            with contextlib.suppress(OSError, ValueError, IndexError):  # then ask psutil
                 return int(os.pread(self._fd, 64, 0).split()[1]) * self._page
-            except (OSError, ValueError, IndexError):
-                pass
         try:
             return int(psutil.Process().memory_info().rss)
         except psutil.Error:
