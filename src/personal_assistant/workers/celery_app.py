@@ -71,15 +71,11 @@ class WorkerApp(Celery):  # type: ignore[misc]
     """Celery app carrying its settings and its hook registry."""
 
     def __init__(self, settings: WorkerSettings, **kwargs: Any) -> None:
-        if settings.metrics_enabled:
-            # Task events feed the metrics in the worker's main process and stay there.
-            kwargs.setdefault("events", prometheus_metrics.LocalEvents.path())
         super().__init__("personal_assistant_workers", include=list(TASK_MODULES), **kwargs)
         self.settings = settings
         self.hooks = HookRegistry()
         self.config_from_object(build_celery_config(settings))
         if settings.metrics_enabled:
-            self.conf.worker_send_task_events = True
             # Every task's request records its lifecycle (plain tasks and BaseTask alike).
             self.Task.Request = prometheus_metrics.REQUEST_CLASS
             BaseTask.Request = prometheus_metrics.REQUEST_CLASS

@@ -6,8 +6,8 @@ gets the result (or the runtime and exception) back through the pool, and notice
 died (WorkerLostError). It reports each of these as a task event (task-received, -started,
 -succeeded, -failed, -retried, -rejected, -revoked), the events Flower and the popular exporter
 consume over the broker at a quarter of the throughput. Here the request class records them
-straight into a Prometheus registry in that main process, and the event dispatcher delivers
-nothing to the broker (LocalEventDispatcher). So:
+straight into a Prometheus registry in that main process, with task events left off (no event
+is built, nothing reaches the broker). So:
 
 - no per-child HTTP servers (each of which would export about 1/N of the truth);
 - no multiprocess files (one per dead child, making scrapes take seconds under churn);
@@ -27,7 +27,6 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from celery.events.dispatcher import EventDispatcher
 from celery.worker.request import Request
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
@@ -38,7 +37,6 @@ from personal_assistant.workers.utils.metrics import MetricsCollector
 logger = logging.getLogger(__name__)
 
 REQUEST_CLASS = f"{__name__}:MetricsRequest"
-DISPATCHER_CLASS = f"{__name__}:LocalEventDispatcher"
 # Header the producer stamps (before_task_publish) so queue wait excludes nothing but queueing.
 PUBLISHED_AT_HEADER = "pa_published_at"
 LABELS = ("name", "hostname", "queue_name")
@@ -209,6 +207,27 @@ class MetricsRequest(Request):  # type: ignore[misc]
     Runs in the worker's main process: that is where every outcome arrives (see module doc).
     """
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Wrap the success handler of the request class Celery derives per task.
+
+        Celery's derived class (worker/request.py: create_request_cls) overrides on_success
+        and reports a success only when task events are on. Events on would cost every task
+        an event built in the child and in the parent, so they stay off and the success is
+        recorded here instead; every other outcome reaches send_event regardless.
+        """
+        super().__init_subclass__(**kwargs)
+        inner = cls.__dict__.get("on_success")
+        if inner is None:
+            return
+
+        def on_success(self: MetricsRequest, failed__retval__runtime: Any, **kw: Any) -> Any:
+            failed, _, runtime = failed__retval__runtime
+            if not failed:
+                self.send_event("task-succeeded", runtime=runtime)
+            return inner(self, failed__retval__runtime, **kw)
+
+        cls.on_success = on_success
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         recorder = _recorder
@@ -230,7 +249,7 @@ class MetricsRequest(Request):  # type: ignore[misc]
         return float(self.time_start) - ready_at
 
     def send_event(self, type: str, **fields: Any) -> None:  # Celery's parameter name
-        """Record the event, then hand it to the dispatcher (which keeps it local)."""
+        """Record the event, then hand it to Celery (which drops task events: they are off)."""
         recorder = _recorder
         labels = getattr(self, "_metric_labels", None)
         if recorder is not None and labels is not None:
@@ -260,6 +279,12 @@ class MetricsRequest(Request):  # type: ignore[misc]
             )
             return
         error = None
+        if type_ == "task-succeeded":
+            # Reported by our on_success wrapper, and again by Celery's own when the worker's
+            # event dispatcher is on for heartbeats: count it once.
+            if getattr(self, "_success_counted", False):
+                return
+            self._success_counted = True
         if type_ == "task-revoked":
             recorder.revoked.labels(*labels).inc()
         elif type_ == "task-succeeded":
@@ -315,26 +340,6 @@ def _timestamp(value: Any) -> float:
     return datetime.fromisoformat(str(value)).timestamp()
 
 
-class LocalEventDispatcher(EventDispatcher):  # type: ignore[misc]
-    """Task events stay in the process (for the recorder); nothing is sent to the broker."""
-
-    def enable(self) -> None:
-        """Mark enabled without opening a producer."""
-        self.enabled = True
-        for callback in self.on_enabled:
-            callback()
-
-    def send(self, type: str, blind: bool = False, **fields: Any) -> None:
-        """Drop the event: its content was recorded by the request already."""
-
-    def flush(self, errors: bool = True, groups: bool = True) -> None:
-        """Nothing is buffered."""
-
-    def close(self) -> None:
-        """Nothing to close."""
-        self.producer = None
-
-
 class QueueLengthCollector(Collector):
     """``celery_queue_length{queue_name}``, read from the broker at scrape time."""
 
@@ -353,21 +358,3 @@ class QueueLengthCollector(Collector):
         for queue, depth in sorted(depths.items()):
             family.add_metric([queue], depth)
         yield family
-
-
-class LocalEvents:
-    """Celery ``events`` component whose dispatcher keeps task events in the process."""
-
-    @staticmethod
-    def path() -> str:
-        """The class path Celery takes as ``Celery(events=...)``."""
-        return f"{__name__}:_LocalEvents"
-
-
-def _make_local_events() -> type:
-    from celery.app.events import Events  # noqa: PLC0415 - keeps import time low for producers
-
-    return type("_LocalEvents", (Events,), {"dispatcher_cls": DISPATCHER_CLASS})
-
-
-_LocalEvents = _make_local_events()
