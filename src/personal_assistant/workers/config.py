@@ -41,6 +41,12 @@ def mask_url(url: str) -> str:
     return _SECRET_IN_URL.sub(lambda m: f"{m['head']}{MASK}@", url)
 
 
+def state_redis_url(broker_url: str, backend_url: str) -> str:
+    """Where the project keeps its own state (dead letters, workflows): the broker's Redis,
+    else the result backend's. One rule, so every component finds the same database."""
+    return broker_url if broker_url.startswith("redis") else backend_url
+
+
 def _check_url(url: str, allowed: frozenset[str], what: str) -> str:
     """Parse a broker/backend URL far enough to catch typos before Celery hides them."""
     try:

@@ -13,15 +13,14 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from personal_assistant.workers.config import state_redis_url
 from personal_assistant.workers.utils.error_handling import DeadLetterNotFound, DeadLetterQueue
 
 
 def _queue(ctx: click.Context) -> DeadLetterQueue:
     app = ctx.obj.app
     settings = getattr(app, "settings", None)
-    url = str(app.conf.broker_url)
-    if not url.startswith("redis"):
-        url = str(app.conf.result_backend)
+    url = state_redis_url(str(app.conf.broker_url), str(app.conf.result_backend))
     max_entries = settings.dlq_max_entries if settings is not None else 10_000
     try:
         return DeadLetterQueue.from_url(url, max_entries=max_entries)

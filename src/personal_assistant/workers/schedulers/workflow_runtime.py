@@ -23,6 +23,7 @@ from typing import Any, cast
 import redis
 from redis.client import Pipeline
 
+from personal_assistant.workers.config import state_redis_url
 from personal_assistant.workers.schedulers import workflow_outbox as outbox
 from personal_assistant.workers.schedulers import workflow_store as store
 from personal_assistant.workers.schedulers.dependency_scheduler import DependencyScheduler
@@ -64,9 +65,7 @@ def redis_for(app: Any) -> redis.Redis:
     """The Redis client workflows of ``app`` live in (the broker's, else the backend's)."""
     client = getattr(app, "_workflow_redis", None)
     if client is None:
-        url = str(app.conf.broker_url)
-        if not url.startswith("redis"):
-            url = str(app.conf.result_backend)
+        url = state_redis_url(str(app.conf.broker_url), str(app.conf.result_backend))
         client = redis.Redis.from_url(url, socket_timeout=10)
         app._workflow_redis = client
     return cast(redis.Redis, client)

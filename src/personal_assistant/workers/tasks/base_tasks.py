@@ -29,7 +29,7 @@ from celery import Task
 from celery.exceptions import Retry
 
 from personal_assistant.workers import constants as c
-from personal_assistant.workers.config import get_settings
+from personal_assistant.workers.config import get_settings, state_redis_url
 from personal_assistant.workers.utils.error_handling import (
     DeadLetter,
     DeadLetterQueue,
@@ -62,9 +62,7 @@ def _dead_letter_queue(url: str, max_entries: int) -> DeadLetterQueue:
 def dead_letter_queue() -> DeadLetterQueue:
     """The process's dead-letter queue, on the broker's Redis (else the result backend's)."""
     settings = get_settings()
-    url = settings.celery_broker_url
-    if not url.startswith("redis"):
-        url = settings.result_backend_url
+    url = state_redis_url(settings.celery_broker_url, settings.result_backend_url)
     return _dead_letter_queue(url, settings.dlq_max_entries)
 
 
