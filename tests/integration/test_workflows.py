@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any, cast
 
 import pytest
@@ -77,6 +78,23 @@ def test_a_diamond_runs_each_task_once_after_its_dependencies(
     assert all(t["status"] == "completed" for t in tasks.values())
     assert tasks["d"]["started_at"] >= max(tasks["b"]["ended_at"], tasks["c"]["ended_at"])
     assert tasks["b"]["started_at"] >= tasks["a"]["ended_at"]
+
+
+def test_a_success_is_recorded_before_celery_stores_the_result_like_a_chain_step(
+    producer_app: WorkerApp,
+    start_worker: Callable[..., WorkerProcess],
+) -> None:
+    start_worker([c.MAINTENANCE_QUEUE], concurrency=2)
+    workflow_id = submit_workflow(
+        {"name": "pair", "tasks": {"a": step("a"), "b": step("b", "a")}}, app=producer_app
+    )
+    status = finished(producer_app, workflow_id)
+    assert status["state"] == "completed"
+    for task in status["tasks"].values():
+        stored = producer_app.AsyncResult(task["celery_id"])
+        assert stored.status == "SUCCESS"  # Celery's result is still stored as usual
+        date_done = cast(datetime, stored.date_done).replace(tzinfo=UTC).timestamp()
+        assert task["ended_at"] <= date_done  # recorded by the link, before the store
 
 
 def test_a_failing_branch_skips_or_runs_its_dependents_by_their_rules(

@@ -1,8 +1,13 @@
-"""Connects workflow tasks' starts and ends (Celery signals, through hooks.py) to the runtime.
+"""Connects workflow tasks' starts and ends to the runtime (Celery signals, through hooks.py).
 
 Only messages dispatched by the runtime carry the ``pa_workflow`` headers; for every other task
 the hook costs one attribute lookup. A retry is not an end (Celery's postrun state is RETRY),
 and a task redelivered after its end finds its status final and changes nothing.
+
+A success is recorded where Celery's own ``chain`` publishes its next step, before the result
+is stored, through the link every workflow message carries (workflow_link.py). If that early
+record fails, postrun records the success instead; failures are always recorded at postrun
+(Celery calls errbacks only after storing the failure anyway).
 """
 
 from __future__ import annotations
@@ -42,31 +47,66 @@ class WorkflowHook(WorkerHook):
     def __init__(self, app: Any) -> None:
         self.app = app
         self._started: dict[str, float] = {}
+        self._recorded: set[str] = set()
+        app._workflow_hook = self  # found by AdvanceWorkflow links
 
     def on_task_prerun(self, *, task: Any, task_id: str, args: Any, kwargs: Any) -> None:
         """A workflow task started: remember when."""
         if _workflow_of(task) is not None:
             self._started.setdefault(task_id, time.time())
 
+    def record_success(self, retval: Any) -> None:
+        """The running workflow task returned ``retval``: record it before Celery stores it.
+
+        Never raises (Celery would turn the error into the task's failure): when recording
+        fails here, it is logged and postrun records the success instead.
+        """
+        task = self.app.current_worker_task
+        found = _workflow_of(task)
+        if task is None or found is None:
+            return
+        task_id = str(task.request.id)
+        try:
+            self._record(*found, task_id, Status.COMPLETED, result=retval)
+        except Exception:
+            logger.exception("workflow %s: early record of %s failed; retried at postrun", *found)
+            return
+        self._recorded.add(task_id)
+
     def on_task_postrun(self, *, task: Any, task_id: str, state: str | None, retval: Any) -> None:
-        """A workflow task ended for good: record it and publish its ready dependents."""
+        """A workflow task ended for good: record it (unless its link did), publish dependents."""
         found = _workflow_of(task)
         if found is None:
             return
+        if task_id in self._recorded:
+            # Its link recorded the success before the result store. If Celery then failed to
+            # store the result (and calls the task failed), the first end stands, as the next
+            # step of a chain would already have been sent.
+            self._recorded.discard(task_id)
+            return
         if state == states.SUCCESS:
-            runtime.record_task_event(
-                self.app,
-                *found,
-                Status.COMPLETED,
-                result=retval,
-                started_at=self._started.pop(task_id, None),
-            )
+            self._record(*found, task_id, Status.COMPLETED, result=retval)
         elif state == states.FAILURE:
-            runtime.record_task_event(
-                self.app,
-                *found,
-                Status.FAILED,
-                error=f"{type(retval).__name__}: {retval}",
-                started_at=self._started.pop(task_id, None),
-            )
+            self._record(*found, task_id, Status.FAILED, error=f"{type(retval).__name__}: {retval}")
         # RETRY, IGNORED, REJECTED: not finished; the real end comes later (keep the start).
+
+    def _record(
+        self,
+        workflow_id: str,
+        wf_task_id: str,
+        task_id: str,
+        status: str,
+        *,
+        result: Any = None,
+        error: str | None = None,
+    ) -> None:
+        runtime.record_task_event(
+            self.app,
+            workflow_id,
+            wf_task_id,
+            status,
+            result=result,
+            error=error,
+            started_at=self._started.get(task_id),
+        )
+        self._started.pop(task_id, None)  # only once recorded: a failed early try keeps it

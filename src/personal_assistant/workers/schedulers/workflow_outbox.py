@@ -2,13 +2,13 @@
 
 On a Redis broker a published task is one LPUSH onto the queue's list. The runtime builds each
 ready task's message with Celery and kombu (the same bytes ``send_task`` would push), captures
-that LPUSH instead of running it, and adds it to the MULTI/EXEC that records the decision. So
-"ready" and "published" commit together or not at all: no worker crash between the two can
-lose a dependent or send it twice, and the hop saves the publish round trip.
+that LPUSH instead of running it, and adds it to the commit that records the decision
+(workflow_commit.py). So "ready" and "published" commit together or not at all: no worker crash
+between the two can lose a dependent or send it twice, and the hop saves the publish round trip.
 
-Celery's publish signals are sent after EXEC, once per message really published (a transaction
+Celery's publish signals are sent after the commit, once per message really published (a commit
 that lost a race publishes nothing and signals nothing). Brokers other than Redis fall back to
-``send_task`` after EXEC.
+``send_task`` after the commit.
 """
 
 from __future__ import annotations
@@ -72,8 +72,10 @@ def capture(
     task_id: str,
     headers: dict[str, Any],
     options: dict[str, Any],
+    link: list[dict[str, Any]] | None = None,
 ) -> CapturedPublish:
-    """Build the message ``send_task`` would publish and capture its Redis commands."""
+    """Build the message ``send_task`` would publish (with ``link`` callbacks) and capture its
+    Redis commands."""
     route = app.amqp.router.route(dict(options), name, args, kwargs)
     queue_obj = route.get("queue")
     queue = getattr(queue_obj, "name", queue_obj) or c.DEFAULT_QUEUE
@@ -91,6 +93,7 @@ def capture(
         root_id=root_id,
         parent_id=parent_id,
         reply_to=app.thread_oid,
+        callbacks=link,
     )
     message_headers, properties, body, _ = message
     message_headers.update(headers)

@@ -1,12 +1,13 @@
 """The Redis-backed workflow runtime: submit, advance on task ends, time out, cancel, inspect.
 
-Each state change is one optimistic transaction: the task states it reads are WATCHed
+Each state change is one optimistic transaction: the task states it reads carry versions
 (workflow_store.py), the change is computed by the same :class:`DependencyScheduler` the
-in-memory API uses, and MULTI/EXEC writes it. When two upstreams end at the same moment on two
-workers, both read their shared dependent, but only one EXEC succeeds; the other re-reads, sees
-the dependent already ``queued`` and does not dispatch it: each dependent is dispatched exactly
-once. The winner publishes after its EXEC; a publish that fails is recorded as that task's
-failure, so nothing waits forever on a message that was never sent.
+in-memory API uses, and a compare-and-set script commits it (workflow_commit.py). When two
+upstreams end at the same moment on two workers, both read their shared dependent, but only one
+commit succeeds; the other re-reads, sees the dependent already ``queued`` and does not dispatch
+it: each dependent is dispatched exactly once. On a Redis broker the commit also pushes the
+ready tasks' messages; elsewhere the winner publishes after its commit, and a publish that fails
+is recorded as that task's failure, so nothing waits forever on a message that was never sent.
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ from dataclasses import asdict
 from typing import Any, cast
 
 import redis
-from redis.client import Pipeline
 
 from personal_assistant.workers.config import state_redis_url
+from personal_assistant.workers.schedulers import workflow_commit
 from personal_assistant.workers.schedulers import workflow_outbox as outbox
 from personal_assistant.workers.schedulers import workflow_store as store
 from personal_assistant.workers.schedulers.dependency_scheduler import DependencyScheduler
@@ -32,6 +33,7 @@ from personal_assistant.workers.schedulers.workflow_definition import (
     WorkflowDefinition,
     parse_definition,
 )
+from personal_assistant.workers.schedulers.workflow_link import advance_link
 
 logger = logging.getLogger(__name__)
 
@@ -118,7 +120,7 @@ def transition(
 ) -> tuple[list[str], DependencyScheduler, WorkflowDefinition]:
     """Apply ``change`` atomically; return (tasks still to dispatch, scheduler, definition).
 
-    With ``app`` on a Redis broker, the ready tasks' messages are pushed by the same EXEC
+    With ``app`` on a Redis broker, the ready tasks' messages are pushed by the same commit
     (workflow_outbox.py) and the returned list is empty; otherwise the caller dispatches them.
     ``preload`` names the tasks to read in the first round trip; ``end_as`` names the final
     state if this change ends the workflow (``cancelled``).
@@ -130,66 +132,40 @@ def transition(
     leaves = _cache.leaves(workflow_id)
     captured: dict[str, outbox.CapturedPublish] = {}
     use_outbox = app is not None and _outbox_supported(app)
-    with client.pipeline() as pipe:
-        while True:
-            states = store.WatchedStates(pipe, client, workflow_id, definition.tasks, TERMINAL)
-            scheduler.states = states
-            try:
-                if preload is not None:
-                    states.preload(preload(scheduler))
-                ready = change(scheduler)
-                if use_outbox:
-                    for task_id in ready:
-                        if task_id not in captured:  # built once, even if we retry
-                            captured[task_id] = _capture(app, workflow_id, task_id, definition)
-                final = states.newly_final()
-                pipe.multi()
-                _stage_writes(
-                    pipe,
-                    workflow_id,
-                    states,
-                    publishes=[captured[t] for t in ready] if use_outbox else [],
-                    final=final,
-                    leaves=leaves,
-                )
-                replies = pipe.execute()
-            except redis.WatchError:
-                continue  # someone changed what we read: read again and decide again
-            if use_outbox:
-                for task_id in ready:
-                    outbox.signal_published(captured[task_id])
-            if final and int(replies[-2]) == 0:
-                _end(
-                    client,
-                    workflow_id,
-                    definition,
-                    end_as or ("failed" if int(replies[-1]) > 0 else "completed"),
-                )
-            return ([] if use_outbox else ready), scheduler, definition
-
-
-def _stage_writes(
-    pipe: Pipeline,
-    workflow_id: str,
-    states: store.WatchedStates,
-    *,
-    publishes: list[outbox.CapturedPublish],
-    final: list[str],
-    leaves: frozenset[str],
-) -> None:
-    """Queue one transition's writes in MULTI: changed task fields, messages, meta counters.
-
-    The counters come last, so their replies are the last two of EXEC.
-    """
-    for task_id, fields in states.changes().items():
-        pipe.hset(store.task_key(workflow_id, task_id), mapping=fields)  # type: ignore[arg-type]
-    for published in publishes:
-        for name, args in published.commands:
-            getattr(pipe, name)(*args)
-    if final:
-        failed = sum(t in leaves and states[t].status in FAILED_LIKE for t in final)
-        pipe.hincrby(store.meta_key(workflow_id), "remaining", -len(final))
-        pipe.hincrby(store.meta_key(workflow_id), "failed_leaves", failed)
+    while True:
+        states = store.VersionedStates(client, workflow_id, definition.tasks, TERMINAL)
+        scheduler.states = states
+        if preload is not None:
+            states.preload(preload(scheduler))
+        ready = change(scheduler)
+        if use_outbox:
+            for task_id in ready:
+                if task_id not in captured:  # built once, even if we decide again
+                    captured[task_id] = _capture(app, workflow_id, task_id, definition)
+        final = states.newly_final()
+        step = workflow_commit.Commit(
+            meta_key=store.meta_key(workflow_id),
+            checks=list(states.versions().items()),
+            writes=states.changes(),
+            publishes=[cmd for t in ready for cmd in captured[t].commands] if use_outbox else [],
+            final=len(final),
+            failed_leaves=sum(t in leaves and states[t].status in FAILED_LIKE for t in final),
+        )
+        try:
+            counters = workflow_commit.commit(client, step)
+        except workflow_commit.ConflictError:
+            continue  # someone changed what we read: read again and decide again
+        if use_outbox:
+            for task_id in ready:
+                outbox.signal_published(captured[task_id])
+        if counters is not None and counters[0] == 0:
+            _end(
+                client,
+                workflow_id,
+                definition,
+                end_as or ("failed" if counters[1] > 0 else "completed"),
+            )
+        return ([] if use_outbox else ready), scheduler, definition
 
 
 def _outbox_supported(app: Any) -> bool:
@@ -213,6 +189,7 @@ def _capture(
         task_id=celery_task_id(workflow_id, task_id),
         headers={HEADER_WORKFLOW: workflow_id, HEADER_TASK: task_id},
         options=spec.options,
+        link=[advance_link()],
     )
 
 
@@ -245,6 +222,7 @@ def dispatch(app: Any, workflow_id: str, ready: list[str], definition: WorkflowD
                 kwargs=spec.kwargs,
                 task_id=celery_task_id(workflow_id, task_id),
                 headers={HEADER_WORKFLOW: workflow_id, HEADER_TASK: task_id},
+                link=advance_link(),
                 **spec.options,
             )
         except Exception as exc:

@@ -1,15 +1,16 @@
-"""How a workflow's state lives in Redis, and the lazily loaded, WATCHed view of it.
+"""How a workflow's state lives in Redis, and the lazily loaded, versioned view of it.
 
 - ``pa:wf:<id>:def``       the validated definition (JSON, immutable after submit);
 - ``pa:wf:<id>:meta``      hash: name, state, created_at, started_at, ended_at, and two
                            counters, ``remaining`` (tasks not final) and ``failed_leaves``;
 - ``pa:wf:<id>:t:<task>``  hash per task: status, error, result, started_at, ended_at and the
-                           tally of its upstreams' outcomes (each field a JSON value);
+                           tally of its upstreams' outcomes (each field a JSON value), and
+                           ``v``, its version, bumped by every committed change;
 - ``pa:wf:open``           set of the workflows still running (swept for timeouts).
 
-One hash per task means a transition WATCHes only the tasks it reads: the task that ended, its
-dependents and the upstreams a condition names. Two upstream ends conflict only when they share
-a dependent, which is exactly when one of them must see the other's write.
+One hash per task means a transition validates only the tasks it reads (workflow_commit.py): the
+task that ended, its dependents and the upstreams a condition names. Two upstream ends conflict
+only when they share a dependent, which is exactly when one of them must see the other's write.
 """
 
 from __future__ import annotations
@@ -19,11 +20,11 @@ from collections.abc import Collection, Iterator, MutableMapping
 from typing import Any, cast
 
 import redis
-from redis.client import Pipeline
 
 from personal_assistant.workers.schedulers.dependency_scheduler import TaskState
 
 OPEN_KEY = "pa:wf:open"
+VERSION_FIELD = "v"
 STATE_FIELDS = ("status", "error", "result", "started_at", "ended_at", "upstream_outcomes")
 
 
@@ -60,57 +61,64 @@ def decode_state(fields: dict[bytes, bytes]) -> TaskState:
     return TaskState(**{k: v for k, v in data.items() if k in STATE_FIELDS})
 
 
-def read_states(
+def _read_rows(
     client: redis.Redis, workflow_id: str, task_ids: Collection[str]
-) -> dict[str, TaskState]:
-    """Every named task's state, in one round trip (no WATCH: for reports)."""
+) -> list[dict[bytes, bytes]]:
     with client.pipeline(transaction=False) as batch:
         for task_id in task_ids:
             batch.hgetall(task_key(workflow_id, task_id))
-        rows = batch.execute()
+        return cast(list[dict[bytes, bytes]], batch.execute())
+
+
+def read_states(
+    client: redis.Redis, workflow_id: str, task_ids: Collection[str]
+) -> dict[str, TaskState]:
+    """Every named task's state, in one round trip (unversioned: for reports)."""
+    rows = _read_rows(client, workflow_id, task_ids)
     return {tid: decode_state(row) for tid, row in zip(task_ids, rows, strict=True) if row}
 
 
-class WatchedStates(MutableMapping[str, TaskState]):
-    """Task states read on first use, each key WATCHed before it is read.
+class VersionedStates(MutableMapping[str, TaskState]):
+    """Task states read on first use, each with the version it had when read.
 
     The scheduler mutates the returned TaskState objects in place; :meth:`changes` then gives
-    the fields to write in the transaction, and :meth:`newly_final` the tasks that became final.
+    the fields to write, :meth:`versions` what the commit must find unchanged, and
+    :meth:`newly_final` the tasks that became final.
     """
 
     def __init__(
         self,
-        pipe: Pipeline,
         client: redis.Redis,
         workflow_id: str,
         task_ids: Collection[str],
         terminal: Collection[str],
     ) -> None:
-        self._pipe = pipe
         self._client = client
         self._workflow_id = workflow_id
         self._ids = task_ids
         self._terminal = terminal
         self._loaded: dict[str, TaskState] = {}
         self._before: dict[str, dict[str, str]] = {}
+        self._versions: dict[str, str] = {}
 
     def preload(self, task_ids: list[str]) -> None:
-        """Read (and WATCH) these tasks now, in one round trip."""
+        """Read these tasks now, in one round trip."""
         self._load([t for t in task_ids if t in self._ids])
 
     def _load(self, task_ids: list[str]) -> None:
         wanted = [t for t in task_ids if t not in self._loaded]
         if not wanted:
             return
-        keys = [task_key(self._workflow_id, t) for t in wanted]
-        self._pipe.watch(*keys)  # type: ignore[no-untyped-call]
-        # Reads after the WATCH may use another connection: a later write still aborts EXEC.
-        for task_id, state in read_states(self._client, self._workflow_id, wanted).items():
-            self._loaded[task_id] = state
-            self._before[task_id] = encode_state(state)
-        missing = [t for t in wanted if t not in self._loaded]
+        rows = _read_rows(self._client, self._workflow_id, wanted)
+        missing = [t for t, row in zip(wanted, rows, strict=True) if not row]
         if missing:
             raise KeyError(f"workflow {self._workflow_id}: no state for {missing}")
+        for task_id, row in zip(wanted, rows, strict=True):
+            self._loaded[task_id] = decode_state(row)
+            # The stored text is what encode_state wrote (json.dumps is deterministic), so the
+            # diff in changes() compares against it without encoding every field a second time.
+            self._before[task_id] = {k.decode(): v.decode() for k, v in row.items()}
+            self._versions[task_id] = self._before[task_id].get(VERSION_FIELD, "0")
 
     def __getitem__(self, task_id: str) -> TaskState:
         if task_id not in self._loaded:
@@ -135,14 +143,18 @@ class WatchedStates(MutableMapping[str, TaskState]):
     def __contains__(self, task_id: object) -> bool:
         return task_id in self._ids
 
+    def versions(self) -> dict[str, str]:
+        """Per task read, its key and the version it had (absent counts as "0")."""
+        return {task_key(self._workflow_id, t): v for t, v in self._versions.items()}
+
     def changes(self) -> dict[str, dict[str, str]]:
-        """Per task, the fields whose value changed since they were read."""
+        """Per task key, the fields whose value changed since they were read."""
         out: dict[str, dict[str, str]] = {}
         for task_id, state in self._loaded.items():
             before = self._before.get(task_id, {})
             changed = {k: v for k, v in encode_state(state).items() if before.get(k) != v}
             if changed:
-                out[task_id] = changed
+                out[task_key(self._workflow_id, task_id)] = changed
         return out
 
     def newly_final(self) -> list[str]:

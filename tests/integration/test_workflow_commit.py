@@ -1,0 +1,117 @@
+"""The compare-and-set commit of a workflow transition, against a real Redis."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import redis
+
+from personal_assistant.workers import constants as c
+from personal_assistant.workers.broker_transport import redis_list_names
+from personal_assistant.workers.celery_app import WorkerApp
+from personal_assistant.workers.schedulers import workflow_runtime as runtime
+from personal_assistant.workers.schedulers.dependency_scheduler import DependencyScheduler
+from personal_assistant.workers.schedulers.trigger_rules import Status
+from personal_assistant.workers.schedulers.workflow_commit import (
+    Commit,
+    ConflictError,
+    commit,
+)
+
+pytestmark = pytest.mark.integration
+
+Q = {"queue": c.FILE_QUEUE}
+
+
+def queued(client: redis.Redis) -> int:
+    return sum(int(client.llen(name)) for name in redis_list_names(c.FILE_QUEUE))
+
+
+def test_a_commit_writes_its_fields_bumps_their_versions_and_moves_the_counters(
+    redis_client: redis.Redis,
+) -> None:
+    redis_client.hset("t:a", mapping={"status": '"pending"'})
+    redis_client.hset("meta", mapping={"remaining": 3, "failed_leaves": 0})
+    counters = commit(
+        redis_client,
+        Commit(
+            meta_key="meta",
+            checks=[("t:a", "0")],
+            writes={"t:a": {"status": '"completed"'}},
+            publishes=[("lpush", ("q", "message"))],
+            final=1,
+            failed_leaves=1,
+        ),
+    )
+    assert counters == (2, 1)
+    assert redis_client.hgetall("t:a") == {b"status": b'"completed"', b"v": b"1"}
+    assert redis_client.lrange("q", 0, -1) == [b"message"]
+
+
+def test_a_commit_that_makes_nothing_final_returns_no_counters(redis_client: redis.Redis) -> None:
+    redis_client.hset("t:a", mapping={"status": '"pending"', "v": "4"})
+    change = Commit(meta_key="meta", checks=[("t:a", "4")], writes={"t:a": {"error": "null"}})
+    assert commit(redis_client, change) is None
+    assert redis_client.hget("t:a", "v") == b"5"
+    assert not redis_client.exists("meta")
+
+
+def test_a_commit_whose_read_went_stale_conflicts_and_writes_nothing(
+    redis_client: redis.Redis,
+) -> None:
+    redis_client.hset("t:a", mapping={"status": '"pending"', "v": "2"})
+    redis_client.hset("t:b", mapping={"status": '"pending"'})
+    stale = Commit(
+        meta_key="meta",
+        checks=[("t:b", "0"), ("t:a", "1")],  # t:a was read at version 1, it is now 2
+        writes={"t:b": {"status": '"queued"'}},
+        publishes=[("lpush", ("q", "message"))],
+        final=1,
+    )
+    with pytest.raises(ConflictError):
+        commit(redis_client, stale)
+    assert redis_client.hgetall("t:b") == {b"status": b'"pending"'}
+    assert not redis_client.exists("q")
+    assert not redis_client.exists("meta")
+
+
+def test_a_command_other_than_a_publish_is_refused_before_anything_is_sent(
+    redis_client: redis.Redis,
+) -> None:
+    redis_client.set("precious", "1")
+    change = Commit(meta_key="meta", publishes=[("flushall", ())])
+    with pytest.raises(ValueError, match="refusing to commit a 'flushall' command"):
+        commit(redis_client, change)
+    assert redis_client.get("precious") == b"1"
+
+
+def test_a_transition_overtaken_between_its_read_and_its_commit_decides_again(
+    producer_app: WorkerApp,
+    redis_client: redis.Redis,
+) -> None:
+    uppers = {f"u{i}": {"task": "tests.noop", "options": Q} for i in range(2)}
+    sink = {"task": "tests.noop", "depends_on": list(uppers), "options": Q}
+    workflow_id = runtime.submit_workflow({"tasks": {**uppers, "sink": sink}}, app=producer_app)
+    assert queued(redis_client) == 2
+    attempts: list[int] = []
+
+    def end_u0_after_u1_sneaks_in(scheduler: DependencyScheduler) -> list[str]:
+        scheduler.states["sink"]  # read the shared dependent (its version is now known)
+        if not attempts:  # the other upstream ends between our read and our commit
+            runtime.record_task_event(producer_app, workflow_id, "u1", Status.COMPLETED)
+        attempts.append(1)
+        return scheduler.record_status("u0", Status.COMPLETED)
+
+    ready, _, _ = runtime.transition(
+        runtime.redis_for(producer_app),
+        workflow_id,
+        end_u0_after_u1_sneaks_in,
+        app=producer_app,
+    )
+    assert len(attempts) == 2  # the first commit conflicted, the second read saw u1's end
+    assert ready == []
+    assert queued(redis_client) == 3  # the roots and the sink, published once
+    tasks: dict[str, Any] = runtime.workflow_status(workflow_id, app=producer_app)["tasks"]
+    assert tasks["sink"]["status"] == Status.QUEUED
+    assert tasks["u0"]["status"] == tasks["u1"]["status"] == Status.COMPLETED
