@@ -223,7 +223,8 @@ class TaskMetricsRecorder:
         self.active = Gauge(
             "celery_worker_tasks_active", "Tasks running now", ("hostname",), registry=r
         )
-        # The seed's collector, fed by the same events: bounded summaries with p95 for `status`.
+        # The seed's collector, fed by the same events (one call per execution, with the child's
+        # CPU and memory): bounded records and summaries with p95 for `pa-status`.
         self.collector = MetricsCollector(sample_resources=False)
         #: Called with each task event as alerting reads it (utils/alerting_hook.py).
         self.listeners: list[Callable[[dict[str, Any]], None]] = []
@@ -259,8 +260,11 @@ class TaskMetricsRecorder:
             self._active_series.set(self._active)
             self.usage.begin(pid)
 
-    def on_finished(self, series: _TaskSeries, runtime: float | None, pid: int | None) -> None:
-        """Common bookkeeping of every end of a started task."""
+    def on_finished(
+        self, series: _TaskSeries, runtime: float | None, pid: int | None
+    ) -> tuple[float, int] | None:
+        """Common bookkeeping of every end of a started task; returns the (CPU seconds, RSS
+        bytes) of its child, None when there is no child or it is gone."""
         if runtime is not None:
             series.runtime.observe(max(runtime, 0.0))
         with self._lock:
@@ -268,13 +272,14 @@ class TaskMetricsRecorder:
             self._active_series.set(self._active)
             usage = self.usage.end(pid) if pid else None
         if usage is None:
-            return  # no child, or the child is gone (recycled or killed)
+            return None  # no child, or the child is gone (recycled or killed)
         cpu, rss = usage
         series.cpu.inc(cpu)
         name, _, queue = series.labels
         if rss > self._max_rss.get((name, queue), 0):
             self._max_rss[(name, queue)] = rss
             series.memory.set(rss)
+        return usage
 
 
 _recorder: TaskMetricsRecorder | None = None
@@ -367,14 +372,8 @@ class MetricsRequest(Request):  # type: ignore[misc]
         started = self.time_start is not None and not getattr(self, "_metrics_ended", False)
         pid = self.worker_pid
         if type_ == "task-started":
-            wait = self._queue_wait()
+            self._metric_wait = wait = self._queue_wait()
             recorder.on_started(series, wait, pid)
-            recorder.collector.start_task(
-                self.id,
-                self.name,
-                queue_time=wait,
-                retry_count=int(self._request_dict.get("retries") or 0),
-            )
             return
         error = None
         if type_ == "task-revoked":
@@ -393,11 +392,21 @@ class MetricsRequest(Request):  # type: ignore[misc]
             return
         if started:
             self._metrics_ended = True
-            recorder.collector.end_task(self.id, _COLLECTOR_STATUS[type_], error)
             runtime = fields.get("runtime")
             if runtime is None:
                 runtime = time.time() - float(self.time_start)
-            recorder.on_finished(series, float(runtime), pid)
+            usage = recorder.on_finished(series, float(runtime), pid)
+            recorder.collector.record_finished(
+                self.id,
+                self.name,
+                max(float(runtime), 0.0),
+                status=_COLLECTOR_STATUS[type_],
+                error=error,
+                queue_time=getattr(self, "_metric_wait", None),
+                retry_count=int(self._request_dict.get("retries") or 0),
+                cpu_time=usage[0] if usage else None,
+                memory_rss_bytes=usage[1] if usage else None,
+            )
         if recorder.listeners and type_ in ("task-failed", "task-succeeded"):
             self._notify(recorder, series.labels, type_, fields, error)
 
