@@ -84,10 +84,12 @@ class ChildUsage:
     17.6 us), and the main process pays it once per task. An open file belongs to its process:
     once that process is gone, reading it fails (ESRCH) even if a new child got the same pid,
     so a recycled pid is never mistaken for the old child. Children recycled by
-    ``--max-tasks-per-child`` leave entries behind: past ``size`` the oldest are closed.
+    ``--max-tasks-per-child`` leave entries behind: past ``size`` the oldest are closed. 64
+    covers the concurrency of any one worker here (2 to 16), so live children stay open and at
+    most 64 file descriptors are held for children already gone.
     """
 
-    def __init__(self, size: int = 256) -> None:
+    def __init__(self, size: int = 64) -> None:
         self.size = size
         self._files: OrderedDict[int, int] = OrderedDict()  # pid -> open stat file
         self._cpu_at_last_end: dict[int, float] = {}
