@@ -18,7 +18,8 @@ from personal_assistant.workers import constants as c
 from personal_assistant.workers.celery_app import WorkerApp
 from personal_assistant.workers.cli.status_command import COMMAND_NAME, collect_status, status
 from personal_assistant.workers.utils.error_handling import DeadLetter, DeadLetterQueue
-from personal_assistant.workers.utils.task_monitoring import WorkerRegistry, write_snapshot
+from personal_assistant.workers.utils.task_monitoring import WorkerRegistry
+from personal_assistant.workers.utils.task_snapshots import write_snapshot
 from tests.support.worker import APP, worker_env
 
 pytestmark = pytest.mark.integration

@@ -8,7 +8,6 @@ import pytest
 import redis
 
 from personal_assistant.workers import constants as c
-from personal_assistant.workers.broker_transport import redis_list_names
 from personal_assistant.workers.celery_app import WorkerApp
 from personal_assistant.workers.schedulers import workflow_runtime as runtime
 from personal_assistant.workers.schedulers.dependency_scheduler import DependencyScheduler
@@ -18,6 +17,7 @@ from personal_assistant.workers.schedulers.workflow_commit import (
     ConflictError,
     commit,
 )
+from personal_assistant.workers.utils.task_monitoring import queue_depths
 
 pytestmark = pytest.mark.integration
 
@@ -25,7 +25,7 @@ Q = {"queue": c.FILE_QUEUE}
 
 
 def queued(client: redis.Redis) -> int:
-    return sum(int(client.llen(name)) for name in redis_list_names(c.FILE_QUEUE))
+    return queue_depths(client, [c.FILE_QUEUE])[c.FILE_QUEUE]
 
 
 def test_a_commit_writes_its_fields_bumps_their_versions_and_moves_the_counters(

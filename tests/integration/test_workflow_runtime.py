@@ -19,6 +19,7 @@ from personal_assistant.workers.broker_transport import redis_list_names
 from personal_assistant.workers.celery_app import WorkerApp
 from personal_assistant.workers.schedulers import workflow_runtime as runtime
 from personal_assistant.workers.schedulers.trigger_rules import Status
+from personal_assistant.workers.utils.task_monitoring import queue_depths
 
 pytestmark = pytest.mark.integration
 
@@ -26,7 +27,7 @@ Q = {"queue": c.FILE_QUEUE}
 
 
 def queued(client: redis.Redis) -> int:
-    return sum(int(client.llen(name)) for name in redis_list_names(c.FILE_QUEUE))
+    return queue_depths(client, [c.FILE_QUEUE])[c.FILE_QUEUE]
 
 
 def fan_in(width: int) -> dict[str, Any]:
@@ -119,10 +120,22 @@ def test_a_published_dependent_carries_its_workflow_headers_and_priority(
     assert message["headers"]["pa_workflow_task"] == "b"
     assert message["headers"]["id"] == runtime.celery_task_id(workflow_id, "b")
     assert message["properties"]["priority"] == 8
+    assert isinstance(message["headers"]["pa_published_at"], float)  # queue wait is measurable
     body = json.loads(base64.b64decode(message["body"]))
     assert body[0] == [] and body[1] == {}
     # Priority 8 is stored in the bucket served second (broker_transport.py).
     assert redis_client.llen(redis_list_names(c.FILE_QUEUE)[1]) == 1
+
+
+def test_a_published_dependent_without_a_priority_gets_the_default_one(
+    producer_app: WorkerApp,
+    redis_client: redis.Redis,
+) -> None:
+    workflow_id = runtime.submit_workflow(fan_in(1), app=producer_app)
+    redis_client.delete(*redis_list_names(c.FILE_QUEUE))
+    runtime.record_task_event(producer_app, workflow_id, "u0", Status.COMPLETED)
+    raw = [m for name in redis_list_names(c.FILE_QUEUE) for m in redis_client.lrange(name, 0, -1)]
+    assert [json.loads(m)["properties"]["priority"] for m in raw] == [c.PRIORITY_DEFAULT]
 
 
 def test_a_check_past_a_timeout_times_out_the_waiting_task_and_returns_it(

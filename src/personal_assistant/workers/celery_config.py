@@ -19,7 +19,7 @@ from typing import Any
 
 from personal_assistant.workers import constants as c
 from personal_assistant.workers.broker_transport import PRIORITY_STEPS, TRANSPORT_PATH
-from personal_assistant.workers.config import WorkerSettings
+from personal_assistant.workers.config import WorkerSettings, is_redis_url
 from personal_assistant.workers.routing import task_queues, task_routes
 from personal_assistant.workers.schedulers.base_scheduler import build_beat_schedule
 from personal_assistant.workers.schedulers.maintenance_scheduler import (
@@ -30,11 +30,6 @@ from personal_assistant.workers.schedulers.maintenance_scheduler import (
 # A day: long enough for a user to poll a result after a night's batch, short enough that
 # Redis (noeviction) does not fill with results nobody reads.
 RESULT_EXPIRES_S = 86_400
-
-
-def is_redis_url(url: str) -> bool:
-    """True for the URLs kombu's Redis transport serves."""
-    return url.startswith(("redis://", "rediss://"))
 
 
 def build_celery_config(settings: WorkerSettings) -> dict[str, Any]:
@@ -83,7 +78,7 @@ def build_celery_config(settings: WorkerSettings) -> dict[str, Any]:
             MAINTENANCE_SCHEDULE, alerting_schedule(settings) if settings.alerting_enabled else ()
         ),
         "beat_scheduler": f"{c.PACKAGE}.schedulers.enhanced_scheduler:EnhancedScheduler",
-        "beat_max_loop_interval": 30,
+        "beat_max_loop_interval": c.BEAT_MAX_LOOP_INTERVAL_S,
     }
     if is_redis_url(settings.celery_broker_url):
         config["broker_transport"] = TRANSPORT_PATH

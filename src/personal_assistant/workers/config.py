@@ -41,10 +41,18 @@ def mask_url(url: str) -> str:
     return _SECRET_IN_URL.sub(lambda m: f"{m['head']}{MASK}@", url)
 
 
+REDIS_URL_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+def is_redis_url(url: str) -> bool:
+    """True for a Redis URL (TCP, TLS or a unix socket), the kind redis-py opens."""
+    return url.startswith(REDIS_URL_SCHEMES)
+
+
 def state_redis_url(broker_url: str, backend_url: str) -> str:
     """Where the project keeps its own state (dead letters, workflows): the broker's Redis,
     else the result backend's. One rule, so every component finds the same database."""
-    return broker_url if broker_url.startswith("redis") else backend_url
+    return broker_url if is_redis_url(broker_url) else backend_url
 
 
 def _check_url(url: str, allowed: frozenset[str], what: str) -> str:
@@ -203,7 +211,7 @@ class WorkerSettings(BaseSettings):
         """The result backend, defaulting to the broker when it is Redis."""
         if self.celery_result_backend:
             return self.celery_result_backend
-        return self.celery_broker_url if self.celery_broker_url.startswith("redis") else "rpc://"
+        return self.celery_broker_url if is_redis_url(self.celery_broker_url) else "rpc://"
 
     @property
     def effective_visibility_timeout(self) -> int:

@@ -84,6 +84,10 @@ LOG_MAX_AGE_DAYS: Final = 14  # two weeks of logs on disk; older ones live in ce
 HEARTBEAT_INTERVAL_S: Final = 5.0
 WORKER_DOWN_AFTER_S: Final = 30.0
 
+# Beat sleeps up to this long between loops when nothing is due, so it records a tick at least
+# this often; beat's health check max age (120 s in the compose file) must exceed it.
+BEAT_MAX_LOOP_INTERVAL_S: Final = 30
+
 # --- Alerting ---------------------------------------------------------------------------------
 # Windows age and backlog/offline conditions change without task events: re-check every 15 s,
 # a quarter of the shortest sensible window (1 min), so a resolve is late by at most that.

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import itertools
 import random
-from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -16,6 +14,8 @@ from personal_assistant.workers.schedulers.dependency_scheduler import (
     DependencyScheduler,
     TaskDependency,
 )
+from tests.support.graphs import assert_is_cycle, assert_order_respects
+from tests.support.graphs import edges_of as graph_edges
 
 # --- helpers --------------------------------------------------------------------------------
 
@@ -45,24 +45,7 @@ def dep(task_id: str, *depends_on: str, **fields: Any) -> TaskDependency:
 
 def edges_of(scheduler: DependencyScheduler) -> list[tuple[str, str]]:
     """Every ``(upstream, downstream)`` edge the scheduler holds."""
-    graph = scheduler.execution_graph
-    return [(up, name) for name in graph.names() for up in graph.upstreams(name)]
-
-
-def assert_order_respects(order: Sequence[str], edges: Iterable[tuple[str, str]]) -> None:
-    """Each task once in ``order``, and every upstream before its downstream."""
-    position = {name: i for i, name in enumerate(order)}
-    assert len(position) == len(order), "a task appears twice in the order"
-    broken = [(up, down) for up, down in edges if position[up] >= position[down]]
-    assert broken == []
-
-
-def assert_is_cycle(path: Sequence[str], edges: Iterable[tuple[str, str]]) -> None:
-    """``path`` starts and ends on the same task and every step is an edge."""
-    edge_set = set(edges)
-    assert path[0] == path[-1]
-    for up, down in itertools.pairwise(path):
-        assert (up, down) in edge_set, f"{up} -> {down} is not an edge"
+    return graph_edges(scheduler.execution_graph)
 
 
 def statuses(scheduler: DependencyScheduler) -> dict[str, str]:

@@ -7,9 +7,6 @@ whole timeout), or a port nobody listens on.
 
 from __future__ import annotations
 
-import asyncio
-import email
-import email.policy
 import hashlib
 import hmac
 import itertools
@@ -20,13 +17,10 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from personal_assistant.workers.utils.alert_channels import (
     SIGNATURE_HEADER,
@@ -43,6 +37,8 @@ from personal_assistant.workers.utils.alert_channels import (
     mask_endpoint,
     verify_signature,
 )
+from tests.support.alert_servers import LoopbackSMTP, Mailbox
+from tests.support.redis_server import free_port
 from tests.support.waiting import wait_for
 
 SECRET = "s3cr3t-webhook-key"  # noqa: S105 - a test secret
@@ -145,44 +141,6 @@ class BlackHole:
         self.sock.close()
 
 
-def closed_port() -> int:
-    """A port nobody listens on (connections are refused at once)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class RecordingHandler:
-    """aiosmtpd handler keeping every message it accepts."""
-
-    def __init__(self) -> None:
-        self.messages: list[tuple[Envelope, EmailMessage]] = []
-
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        raw = envelope.content if isinstance(envelope.content, bytes) else b""
-        parsed = email.message_from_bytes(raw, policy=email.policy.default)
-        assert isinstance(parsed, EmailMessage)
-        self.messages.append((envelope, parsed))
-        return "250 OK"
-
-
-class LoopbackSMTP(Controller):
-    """aiosmtpd on 127.0.0.1 with an ephemeral port (Controller alone wants a fixed one)."""
-
-    def __init__(self, handler: Any, **kwargs: Any) -> None:
-        super().__init__(handler, hostname="127.0.0.1", port=0, **kwargs)
-
-    async def _bind(self) -> asyncio.AbstractServer:
-        server = await self.loop.create_server(
-            self._factory_invoker, host=self.hostname, port=0, ssl=self.ssl_context
-        )
-        self.port = server.sockets[0].getsockname()[1]
-        return server
-
-    def _create_server(self) -> Any:
-        return self._bind()
-
-
 @pytest.fixture
 def http_receiver() -> Iterator[HttpReceiver]:
     server = HttpReceiver()
@@ -198,8 +156,8 @@ def black_hole() -> Iterator[BlackHole]:
 
 
 @pytest.fixture
-def smtp_server() -> Iterator[tuple[LoopbackSMTP, RecordingHandler]]:
-    handler = RecordingHandler()
+def smtp_server() -> Iterator[tuple[LoopbackSMTP, Mailbox]]:
+    handler = Mailbox()
     controller = LoopbackSMTP(handler)
     controller.start()
     yield controller, handler
@@ -390,7 +348,7 @@ def test_redirects_are_not_followed(http_receiver: HttpReceiver) -> None:
 
 
 def test_a_closed_port_fails_fast_with_a_channel_error() -> None:
-    channel = WebhookChannel(f"http://127.0.0.1:{closed_port()}/x", SECRET, timeout=2)
+    channel = WebhookChannel(f"http://127.0.0.1:{free_port()}/x", SECRET, timeout=2)
     started = time.monotonic()
     with pytest.raises(ChannelError, match="Connection refused"):
         channel.send(note())
@@ -464,7 +422,7 @@ def test_mask_endpoint(url: str, masked: str) -> None:
 
 
 def test_email_is_received_with_its_headers_and_body(
-    smtp_server: tuple[LoopbackSMTP, RecordingHandler],
+    smtp_server: tuple[LoopbackSMTP, Mailbox],
 ) -> None:
     controller, handler = smtp_server
     channel = EmailChannel(
@@ -494,7 +452,7 @@ def test_email_is_received_with_its_headers_and_body(
 
 
 def test_email_subject_cannot_be_injected(
-    smtp_server: tuple[LoopbackSMTP, RecordingHandler],
+    smtp_server: tuple[LoopbackSMTP, Mailbox],
 ) -> None:
     controller, handler = smtp_server
     channel = EmailChannel("127.0.0.1", controller.port, "a@example.org", ["b@example.org"])
@@ -507,7 +465,7 @@ def test_email_subject_cannot_be_injected(
 
 
 def test_email_to_a_closed_port_raises_a_retryable_error() -> None:
-    channel = EmailChannel("127.0.0.1", closed_port(), "a@example.org", ["b@example.org"])
+    channel = EmailChannel("127.0.0.1", free_port(), "a@example.org", ["b@example.org"])
     with pytest.raises(ChannelError, match=r"SMTP 127\.0\.0\.1") as caught:
         channel.send(note())
     assert caught.value.retryable
@@ -640,7 +598,7 @@ def test_dispatch_returns_at_once_even_when_channels_are_dead(
 ) -> None:
     channels: dict[str, Channel] = {
         "hole": WebhookChannel(black_hole.url, SECRET, timeout=DEAD_TIMEOUT),
-        "refused": WebhookChannel(f"http://127.0.0.1:{closed_port()}/", SECRET),
+        "refused": WebhookChannel(f"http://127.0.0.1:{free_port()}/", SECRET),
         "healthy": WebhookChannel(http_receiver.url, SECRET),
     }
     dispatcher = ChannelDispatcher(channels, retries=1, backoff=0.05, workers=1)

@@ -427,29 +427,14 @@ class TestConcurrency:
         assert math.isclose(summary["success_rate"], 1.0)
 
 
-def test_an_execution_recorded_after_it_ended_counts_like_a_started_and_ended_one() -> None:
+def test_an_execution_observed_after_it_ended_counts_in_the_summaries_only() -> None:
     collector = MetricsCollector(sample_resources=False)
-    collector.record_finished(
-        "t1", "tasks.add", 0.5, queue_time=0.2, retry_count=1, cpu_time=0.25, memory_rss_bytes=2**20
-    )
-    collector.record_finished("t2", "tasks.add", 1.5, status="failed", error="ValueError: x")
-    record = collector.metrics["t1"]
-    assert record.end_time is not None
-    assert (record.end_time - record.start_time).total_seconds() == pytest.approx(0.5)
-    assert record.cpu_usage == pytest.approx(50.0)
-    assert record.memory_usage == pytest.approx(1.0)
-    assert (record.queue_time, record.retry_count) == (0.2, 1)
+    collector.observe("tasks.add", 0.5, queue_time=0.2, cpu_time=0.25, memory_rss_bytes=2**20)
+    collector.observe("tasks.add", 1.5, status="failed")
     summary = collector.get_performance_summary()["tasks.add"]
     assert (summary["count"], summary["succeeded"], summary["failed"]) == (2, 1, 1)
     assert summary["total_time"] == pytest.approx(2.0)
     assert summary["avg_cpu_time"] == pytest.approx(0.25)
-    assert collector.metrics["t2"].error == "ValueError: x"
-
-
-def test_executions_recorded_after_they_ended_stay_within_the_window() -> None:
-    collector = MetricsCollector(sample_resources=False, finished_window=3)
-    for i in range(10):
-        collector.record_finished(f"t{i}", "tasks.add", 0.01)
-    collector.record_finished("t8", "tasks.add", 0.02)  # a retry's run replaces the earlier one
-    assert list(collector.metrics) == ["t7", "t9", "t8"]
-    assert collector.get_performance_summary()["tasks.add"]["count"] == 11
+    assert summary["avg_queue_time"] == pytest.approx(0.2)
+    assert summary["max_memory"] == 2**20
+    assert len(collector.metrics) == 0  # no record is built or kept

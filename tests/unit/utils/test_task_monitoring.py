@@ -17,13 +17,15 @@ from personal_assistant.workers import constants as c
 from personal_assistant.workers.broker_transport import redis_bucket_for, redis_list_names
 from personal_assistant.workers.celery_app import WorkerApp
 from personal_assistant.workers.utils.task_monitoring import (
-    PREV_SUFFIX,
-    SNAPSHOT_INDEX_KEY,
     BeatLiveness,
     Heartbeat,
-    Snapshot,
     WorkerRegistry,
     queue_depths,
+)
+from personal_assistant.workers.utils.task_snapshots import (
+    PREV_SUFFIX,
+    SNAPSHOT_INDEX_KEY,
+    Snapshot,
     read_snapshots,
     snapshot_key,
     task_rates,

@@ -22,7 +22,13 @@ from urllib.parse import urlsplit
 
 import redis
 
-from personal_assistant.workers.config import ConfigError, WorkerSettings, load_settings, mask_url
+from personal_assistant.workers.config import (
+    ConfigError,
+    WorkerSettings,
+    is_redis_url,
+    load_settings,
+    mask_url,
+)
 
 logger = logging.getLogger("personal_assistant.workers.run")
 
@@ -149,7 +155,7 @@ class Supervisor:
     def ensure_broker(self) -> None:
         """Use the configured broker, or start a private Redis where it should be."""
         url = self.settings.celery_broker_url
-        if not url.startswith("redis"):
+        if not is_redis_url(url):
             return  # RabbitMQ and others: the operator runs them.
         if broker_answers(url):
             logger.info("using the broker at %s", mask_url(url))

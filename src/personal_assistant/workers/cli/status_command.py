@@ -22,15 +22,10 @@ from rich.console import Console
 from rich.table import Table
 
 from personal_assistant.workers import constants as c
-from personal_assistant.workers.config import mask_url
+from personal_assistant.workers.config import is_redis_url, mask_url
 from personal_assistant.workers.utils.error_handling import DeadLetterQueue
-from personal_assistant.workers.utils.task_monitoring import (
-    DEFAULT_DOWN_AFTER_S,
-    WorkerRegistry,
-    queue_depths,
-    read_snapshots,
-    task_rates,
-)
+from personal_assistant.workers.utils.task_monitoring import WorkerRegistry, queue_depths
+from personal_assistant.workers.utils.task_snapshots import read_snapshots, task_rates
 
 COMMAND_NAME = "pa-status"
 FAILURES_SHOWN = 10
@@ -56,7 +51,7 @@ def _ago(seconds: float) -> str:
 
 def _client(ctx: click.Context) -> tuple[redis.Redis, str]:
     url = str(ctx.obj.app.conf.broker_url)
-    if not url.startswith(("redis://", "rediss://", "unix://")):
+    if not is_redis_url(url):
         raise click.ClickException(
             f"status reads queue depths and heartbeats from Redis; the broker is {mask_url(url)}"
         )
@@ -103,7 +98,7 @@ def collect_status(
     client: redis.Redis,
     *,
     now: float | None = None,
-    down_after: float = DEFAULT_DOWN_AFTER_S,
+    down_after: float = c.WORKER_DOWN_AFTER_S,
     stale_after: float = DEFAULT_STALE_AFTER_S,
 ) -> dict[str, Any]:
     """Everything ``pa-status`` shows, as JSON-ready data."""
@@ -198,15 +193,17 @@ def _print_tables(data: dict[str, Any], broker: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
 @click.option(
     "--down-after",
-    default=DEFAULT_DOWN_AFTER_S,
-    show_default=True,
+    default=None,
     type=click.FloatRange(min=0, min_open=True),
-    help="Seconds without a heartbeat before a worker shows as down.",
+    help="Seconds without a heartbeat before a worker shows as down [default: WORKER_DOWN_AFTER,"
+    " as the workers' celery_worker_up uses].",
 )
 @click.pass_context
-def status(ctx: click.Context, as_json: bool, down_after: float) -> None:
+def status(ctx: click.Context, as_json: bool, down_after: float | None) -> None:
     """Queues, workers, task rates and recent failures, read from the broker's Redis."""
     client, url = _client(ctx)
+    if down_after is None:
+        down_after = float(ctx.obj.app.settings.worker_down_after)
     try:
         data = collect_status(client, down_after=down_after)
     finally:

@@ -97,26 +97,29 @@ class DependencyGraph:
         if name in wanted:
             raise CycleError([name, name])
         created = [n for n in (name, *wanted) if n not in self._index]
-        saved_order = (list(self._ord), self._next_ord, self._first_ord)
+        counters = (self._next_ord, self._first_ord)
         node = self.add_node(name)
         old = list(self._ups[node])
         for up in old:
             self._remove_edge(up, node)
         added: list[int] = []
+        moved: list[tuple[int, int]] = []  # (node, its order key before) for every reorder
         try:
             for up_name in wanted:
                 up = self.add_node(up_name, first=True)
-                self._add_edge(up, node)
+                self._add_edge(up, node, moved)
                 added.append(up)
         except CycleError:
             for up in added:
                 self._remove_edge(up, node)
-            for up in old:  # the old edges were acyclic together: re-adding them cannot fail
+            # Put the order back as it was, so a refused call leaves no trace at all; the old
+            # edges agree with it again, so re-adding them is O(1) each and cannot fail.
+            for moved_node, key in reversed(moved):
+                self._ord[moved_node] = key
+            for up in old:
                 self._add_edge(up, node)
             self._forget(created)
-            # Restore the order too, so a refused call leaves no trace at all.
-            self._ord = saved_order[0][: len(self._names)]
-            self._next_ord, self._first_ord = saved_order[1], saved_order[2]
+            self._next_ord, self._first_ord = counters
             raise
 
     def _remove_edge(self, up: int, down: int) -> None:
@@ -134,7 +137,8 @@ class DependencyGraph:
                 self._downs.pop()
                 self._ord.pop()
 
-    def _add_edge(self, up: int, down: int) -> None:
+    def _add_edge(self, up: int, down: int, moved: list[tuple[int, int]] | None = None) -> None:
+        """Add ``up -> down``, reordering if needed; ``moved`` collects (node, old key) to undo."""
         ord_ = self._ord
         lower, upper = ord_[down], ord_[up]
         if lower > upper:  # already in order: the common case when tasks arrive upstream first
@@ -170,6 +174,8 @@ class DependencyGraph:
         forward.sort(key=ord_.__getitem__)
         slots = sorted(ord_[n] for n in (*backward, *forward))
         for node, slot in zip((*backward, *forward), slots, strict=True):
+            if moved is not None:
+                moved.append((node, ord_[node]))
             ord_[node] = slot
         self._ups[down].append(up)
         self._downs[up].append(down)

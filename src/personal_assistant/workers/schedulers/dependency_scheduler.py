@@ -134,12 +134,7 @@ class DependencyScheduler:
         """
         rule, condition = _check_dependency(dependency)
         self.execution_graph.set_upstreams(dependency.task_id, dependency.depends_on)
-        self.dependencies[dependency.task_id] = dependency
-        self._rules[dependency.task_id] = rule
-        if condition is None:
-            self._conditions.pop(dependency.task_id, None)
-        else:
-            self._conditions[dependency.task_id] = condition
+        self._register(dependency, rule, condition)
         for task_id in (dependency.task_id, *dependency.depends_on):
             self.states.setdefault(task_id, TaskState())
 
@@ -153,15 +148,21 @@ class DependencyScheduler:
         checked = [_check_dependency(d) for d in batch]
         self.execution_graph.set_many_upstreams({d.task_id: d.depends_on for d in batch})
         for dependency, (rule, condition) in zip(batch, checked, strict=True):
-            self.dependencies[dependency.task_id] = dependency
-            self._rules[dependency.task_id] = rule
-            if condition is None:
-                self._conditions.pop(dependency.task_id, None)
-            else:
-                self._conditions[dependency.task_id] = condition
+            self._register(dependency, rule, condition)
         for name in self.execution_graph.names():
             if name not in self.states:
                 self.states[name] = TaskState()
+
+    def _register(
+        self, dependency: TaskDependency, rule: TriggerRule, condition: Condition | None
+    ) -> None:
+        """Keep a checked dependency's rule and condition (its edges are already in the graph)."""
+        self.dependencies[dependency.task_id] = dependency
+        self._rules[dependency.task_id] = rule
+        if condition is None:
+            self._conditions.pop(dependency.task_id, None)
+        else:
+            self._conditions[dependency.task_id] = condition
 
     @classmethod
     def from_mapping(cls, upstreams_of: Mapping[str, Sequence[str]]) -> DependencyScheduler:

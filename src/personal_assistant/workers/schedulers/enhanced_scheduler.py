@@ -14,13 +14,10 @@ from typing import Any
 import redis
 from celery.beat import PersistentScheduler
 
+from personal_assistant.workers.config import is_redis_url
 from personal_assistant.workers.utils.task_monitoring import BeatLiveness
 
 logger = logging.getLogger(__name__)
-
-# Beat sleeps up to this long between loops when nothing is due; the health check's max age
-# must exceed it (120 s in the compose file).
-BEAT_MAX_LOOP_INTERVAL_S = 30
 
 
 class EnhancedScheduler(PersistentScheduler):  # type: ignore[misc]
@@ -30,7 +27,7 @@ class EnhancedScheduler(PersistentScheduler):  # type: ignore[misc]
         super().__init__(*args, **kwargs)
         self._liveness: BeatLiveness | None = None
         url = str(self.app.conf.broker_url)
-        if url.startswith("redis"):
+        if is_redis_url(url):
             self._liveness = BeatLiveness(redis.Redis.from_url(url, socket_timeout=2))
 
     def tick(self, *args: Any, **kwargs: Any) -> float:

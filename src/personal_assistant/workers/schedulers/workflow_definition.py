@@ -314,6 +314,16 @@ def parse_definition(
     known_tasks: Collection[str] | None = None,
 ) -> WorkflowDefinition:
     """Validate ``raw`` whole; raise WorkflowValidationError listing every problem."""
+    return parse_and_build(raw, known_tasks=known_tasks)[0]
+
+
+def parse_and_build(
+    raw: Mapping[str, Any],
+    *,
+    known_tasks: Collection[str] | None = None,
+) -> tuple[WorkflowDefinition, DependencyScheduler]:
+    """:func:`parse_definition`, also returning the state machine built to check it (so a
+    submit does not build it again)."""
     problems: list[str] = []
     if not isinstance(raw, Mapping):
         raise WorkflowValidationError(["a workflow definition must be a mapping"])
@@ -345,9 +355,9 @@ def parse_definition(
             name=str(name), tasks=tasks, deadline=None if deadline is None else float(deadline)
         )
         try:
-            definition.build_scheduler()
+            scheduler = definition.build_scheduler()
         except (CycleError, ConditionError, ValueError) as exc:
             problems.append(str(exc))
         else:
-            return definition
+            return definition, scheduler
     raise WorkflowValidationError(problems)

@@ -6,8 +6,9 @@ that LPUSH instead of running it, and adds it to the commit that records the dec
 (workflow_commit.py). So "ready" and "published" commit together or not at all: no worker crash
 between the two can lose a dependent or send it twice, and the hop saves the publish round trip.
 
-Celery's publish signals are sent after the commit, once per message really published (a commit
-that lost a race publishes nothing and signals nothing). Brokers other than Redis fall back to
+``before_task_publish`` is sent while the message is built, so the publish hooks stamp it as
+they stamp any other; ``after_task_publish`` is sent after the commit, once per message really
+published (a commit that lost a race publishes nothing). Brokers other than Redis fall back to
 ``send_task`` after the commit.
 """
 
@@ -27,11 +28,9 @@ class CapturedPublish:
     """One task message, ready to be pushed by a transaction."""
 
     task_name: str
-    task_id: str
     queue: str
     commands: list[tuple[str, tuple[Any, ...]]]
     headers: dict[str, Any]
-    properties: dict[str, Any]
     body: Any
 
 
@@ -79,9 +78,6 @@ def capture(
     route = app.amqp.router.route(dict(options), name, args, kwargs)
     queue_obj = route.get("queue")
     queue = getattr(queue_obj, "name", queue_obj) or c.DEFAULT_QUEUE
-    priority = route.get("priority", options.get("priority"))
-    if priority is None:
-        priority = c.PRIORITY_DEFAULT
     parent = app.current_worker_task
     parent_id = parent.request.id if parent else None
     root_id = (parent.request.root_id or parent.request.id) if parent else None
@@ -97,7 +93,19 @@ def capture(
     )
     message_headers, properties, body, _ = message
     message_headers.update(headers)
-    properties = {**properties, "priority": priority}
+    properties = {**properties, "priority": route.get("priority", options.get("priority"))}
+    # The publish hooks (default priority, publish timestamp) fill in this very message, as
+    # they would for send_task; only after_task_publish waits for the commit.
+    signals.before_task_publish.send(
+        sender=name,
+        body=body,
+        exchange="",
+        routing_key=queue,
+        headers=message_headers,
+        properties=properties,
+        declare=[],
+        retry_policy=None,
+    )
     batch = _Capture()
     with app.producer_or_acquire() as producer:
         producer._batch_local.current = batch
@@ -116,23 +124,11 @@ def capture(
             )
         finally:
             del producer._batch_local.current
-    return CapturedPublish(
-        name, task_id, queue, batch.sink.commands, message_headers, properties, body
-    )
+    return CapturedPublish(name, queue, batch.sink.commands, message_headers, body)
 
 
 def signal_published(published: CapturedPublish) -> None:
-    """Send Celery's publish signals for a message the transaction did push."""
-    signals.before_task_publish.send(
-        sender=published.task_name,
-        body=published.body,
-        exchange="",
-        routing_key=published.queue,
-        headers=published.headers,
-        properties=published.properties,
-        declare=[],
-        retry_policy=None,
-    )
+    """Send Celery's after-publish signal for a message the commit did push."""
     signals.after_task_publish.send(
         sender=published.task_name,
         body=published.body,

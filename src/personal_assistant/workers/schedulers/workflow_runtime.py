@@ -23,7 +23,7 @@ from typing import Any, cast
 
 import redis
 
-from personal_assistant.workers.config import state_redis_url
+from personal_assistant.workers.config import is_redis_url, state_redis_url
 from personal_assistant.workers.schedulers import workflow_commit
 from personal_assistant.workers.schedulers import workflow_outbox as outbox
 from personal_assistant.workers.schedulers import workflow_store as store
@@ -31,7 +31,7 @@ from personal_assistant.workers.schedulers.dependency_scheduler import Dependenc
 from personal_assistant.workers.schedulers.trigger_rules import FAILED_LIKE, TERMINAL, Status
 from personal_assistant.workers.schedulers.workflow_definition import (
     WorkflowDefinition,
-    parse_definition,
+    parse_and_build,
 )
 from personal_assistant.workers.schedulers.workflow_link import advance_link
 
@@ -74,34 +74,26 @@ def redis_for(app: Any) -> redis.Redis:
 
 
 class _SchedulerCache:
-    """Built graphs per workflow in this process (definitions never change after submit)."""
+    """Built graphs, and their leaves, per workflow in this process (definitions never change
+    after submit)."""
 
     def __init__(self, size: int = 64) -> None:
         self.size = size
-        self._items: dict[str, tuple[WorkflowDefinition, DependencyScheduler]] = {}
-        self._leaves: dict[str, frozenset[str]] = {}
-
-    def leaves(self, workflow_id: str) -> frozenset[str]:
-        """The workflow's leaves (computed once per process)."""
-        leaves = self._leaves.get(workflow_id)
-        if leaves is None:
-            leaves = self._leaves[workflow_id] = frozenset(self._items[workflow_id][1].leaves())
-        return leaves
+        self._items: dict[str, tuple[WorkflowDefinition, DependencyScheduler, frozenset[str]]] = {}
 
     def get(
         self, client: redis.Redis, workflow_id: str
-    ) -> tuple[WorkflowDefinition, DependencyScheduler]:
+    ) -> tuple[WorkflowDefinition, DependencyScheduler, frozenset[str]]:
         item = self._items.get(workflow_id)
         if item is None:
             raw = client.get(store.def_key(workflow_id))
             if raw is None:
                 raise WorkflowNotFound(workflow_id)
             definition = WorkflowDefinition.from_json(cast(bytes, raw))
-            item = (definition, definition.build_scheduler())
+            scheduler = definition.build_scheduler()
+            item = (definition, scheduler, frozenset(scheduler.leaves()))
             if len(self._items) >= self.size:
-                evicted = next(iter(self._items))
-                self._items.pop(evicted)
-                self._leaves.pop(evicted, None)
+                self._items.pop(next(iter(self._items)), None)
             self._items[workflow_id] = item
         return item
 
@@ -125,11 +117,10 @@ def transition(
     ``preload`` names the tasks to read in the first round trip; ``end_as`` names the final
     state if this change ends the workflow (``cancelled``).
     """
-    definition, built = _cache.get(client, workflow_id)
+    definition, built, leaves = _cache.get(client, workflow_id)
     # A shallow copy per call: the graph, rules and conditions are shared (never change after
     # submit), while each call gets its own `states`, so threads never see each other's reads.
     scheduler = copy.copy(built)
-    leaves = _cache.leaves(workflow_id)
     captured: dict[str, outbox.CapturedPublish] = {}
     use_outbox = app is not None and _outbox_supported(app)
     while True:
@@ -172,7 +163,7 @@ def _outbox_supported(app: Any) -> bool:
     supported = getattr(app, "_workflow_outbox", None)
     if supported is None:
         # Only when the broker is the very Redis (and db) the workflow state lives in.
-        supported = str(app.conf.broker_url).startswith("redis") and outbox.supports_capture(app)
+        supported = is_redis_url(str(app.conf.broker_url)) and outbox.supports_capture(app)
         app._workflow_outbox = supported
     return bool(supported)
 
@@ -244,11 +235,10 @@ def submit_workflow(definition: Mapping[str, Any], *, app: Any = None) -> str:
     Raises WorkflowValidationError (and stores and dispatches nothing) when it is invalid.
     """
     app = app or _default_app()
-    parsed = parse_definition(definition, known_tasks=known_task_names(app))
+    parsed, scheduler = parse_and_build(definition, known_tasks=known_task_names(app))
     workflow_id = uuid.uuid4().hex
     client = redis_for(app)
     now = time.time()
-    scheduler = parsed.build_scheduler()
     ready = scheduler.start(now)  # nobody else knows this workflow yet: no WATCH needed
     leaves = set(scheduler.leaves())
     remaining = sum(s.status not in TERMINAL for s in scheduler.states.values())
@@ -420,7 +410,7 @@ def _started_in_celery(app: Any, workflow_id: str, queued: list[str]) -> set[str
         return set()
     backend = app.backend
     get_key = getattr(backend, "get_key_for_task", None)
-    if get_key is None or not str(app.conf.result_backend).startswith("redis"):
+    if get_key is None or not is_redis_url(str(app.conf.result_backend)):
         return set()
     keys = [get_key(celery_task_id(workflow_id, t)) for t in queued]
     raws = backend.client.mget(keys)

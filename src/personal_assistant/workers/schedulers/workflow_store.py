@@ -98,8 +98,7 @@ class VersionedStates(MutableMapping[str, TaskState]):
         self._ids = task_ids
         self._terminal = terminal
         self._loaded: dict[str, TaskState] = {}
-        self._before: dict[str, dict[str, str]] = {}
-        self._versions: dict[str, str] = {}
+        self._before: dict[str, dict[str, str]] = {}  # each read task's fields, as stored
 
     def preload(self, task_ids: list[str]) -> None:
         """Read these tasks now, in one round trip."""
@@ -118,7 +117,6 @@ class VersionedStates(MutableMapping[str, TaskState]):
             # The stored text is what encode_state wrote (json.dumps is deterministic), so the
             # diff in changes() compares against it without encoding every field a second time.
             self._before[task_id] = {k.decode(): v.decode() for k, v in row.items()}
-            self._versions[task_id] = self._before[task_id].get(VERSION_FIELD, "0")
 
     def __getitem__(self, task_id: str) -> TaskState:
         if task_id not in self._loaded:
@@ -145,7 +143,10 @@ class VersionedStates(MutableMapping[str, TaskState]):
 
     def versions(self) -> dict[str, str]:
         """Per task read, its key and the version it had (absent counts as "0")."""
-        return {task_key(self._workflow_id, t): v for t, v in self._versions.items()}
+        return {
+            task_key(self._workflow_id, t): fields.get(VERSION_FIELD, "0")
+            for t, fields in self._before.items()
+        }
 
     def changes(self) -> dict[str, dict[str, str]]:
         """Per task key, the fields whose value changed since they were read."""

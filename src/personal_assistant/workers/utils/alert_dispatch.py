@@ -119,11 +119,6 @@ class ChannelDispatcher:
 
     # Public API ---------------------------------------------------------------------------
 
-    @property
-    def channel_names(self) -> list[str]:
-        """The configured channels."""
-        return list(self._lanes)
-
     def dispatch(self, channel_names: Sequence[str], n: Notification) -> None:
         """Queue ``n`` for each named channel and return at once; never raises for a channel."""
         if isinstance(channel_names, str):

@@ -75,13 +75,16 @@ class _Group:
     last_sent: float | None = None
     value: float | None = None
     fired: dict[str, Any] = field(default_factory=dict)  # the fields of the last firing alert
+    # p95 of `runs`, kept until they change: performance rules measure every group on every
+    # event, and sorting up to MAX_RUN_SAMPLES run times each time dominated that. Not exported.
+    runs_p95: float | None = None
 
     def empty(self) -> bool:
         data = self.counts or self.runs or self.baseline or self.slot_runs
         return not (data or any(self.gauges.values()))
 
     def export(self) -> dict[str, Any]:
-        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "runs_p95"}
         out["counts"] = {kind: list(buckets) for kind, buckets in self.counts.items()}
         return {k: list(v) if isinstance(v, deque) else v for k, v in out.items()}
 
@@ -126,6 +129,7 @@ class AlertManager:
         self._clock = clock
         self._lock = threading.RLock()
         self._groups: dict[str, dict[str, _Group]] = {}
+        self._keys: dict[tuple[str, ...], str] = {}
         self._local = threading.local()
 
     def add_rule(self, rule: AlertRule) -> None:
@@ -187,7 +191,13 @@ class AlertManager:
     def _group(self, rule: AlertRule, attrs: Mapping[str, Any]) -> _Group:
         groups = self._groups[rule.name]
         extra = {key: str(attrs.get(key) or "unknown") for key in rule.group_by}
-        key = fingerprint(rule.name, {**rule.labels, **extra})
+        # The fingerprint (JSON + SHA-256) is the same for the same rule and values: hashed once.
+        memo = (rule.name, *extra.values())
+        key = self._keys.get(memo)
+        if key is None:
+            key = fingerprint(rule.name, {**rule.labels, **extra})
+            if len(self._keys) < MAX_GROUPS * 8:  # bounded, whatever the labels seen
+                self._keys[memo] = key
         if key not in groups and len(groups) >= MAX_GROUPS:
             extra = dict.fromkeys(rule.group_by, "other")
             key = fingerprint(rule.name, {**rule.labels, **extra})
@@ -222,6 +232,7 @@ class AlertManager:
         if kind == "run":
             self._roll(group, now, w)
             group.runs.append([now, amount, attrs.get("task_name")])
+            group.runs_p95 = None
             if len(group.slot_runs) < MAX_RUN_SAMPLES:
                 group.slot_runs.append(amount)
             return
@@ -242,19 +253,26 @@ class AlertManager:
                 group.baseline.append([group.slot, _p95(group.slot_runs)])
             group.slot, group.slot_runs = slot, []
 
+    @staticmethod
+    def _trim(group: _Group, now: float, window: float) -> None:
+        """Drop what has left the window (``window`` seconds up to ``now``)."""
+        for kind, buckets in list(group.counts.items()):
+            while buckets and now - buckets[0][1] >= window:
+                buckets.popleft()
+            if not buckets:
+                del group.counts[kind]
+        while group.examples and now - group.examples[0][0] >= window:
+            group.examples.popleft()
+        while group.runs and now - group.runs[0][0] >= window:
+            group.runs.popleft()
+            group.runs_p95 = None
+
     def _measure(
         self, rule: AlertRule, group: _Group, now: float
     ) -> tuple[float | None, dict[str, Any]]:
         """Trim ``group``'s windows to ``now``; return the rule's value and the alert's fields."""
         w = rule.window.total_seconds()
-        for kind, buckets in list(group.counts.items()):
-            while buckets and now - buckets[0][1] >= w:
-                buckets.popleft()
-            if not buckets:
-                del group.counts[kind]
-        for samples in (group.examples, group.runs):
-            while samples and now - samples[0][0] >= w:
-                samples.popleft()
+        self._trim(group, now, w)
         totals = {kind: sum(b[2] for b in buckets) for kind, buckets in group.counts.items()}
         failed, succeeded = totals.get("failed", 0.0), totals.get("succeeded", 0.0)
         extra: dict[str, Any] = {}
@@ -270,7 +288,9 @@ class AlertManager:
             extra["count"] = failed
         elif rule.condition == "performance_degradation":
             self._roll(group, now, w)
-            value = extra["p95"] = _p95([run[1] for run in group.runs]) if group.runs else None
+            if group.runs and group.runs_p95 is None:
+                group.runs_p95 = _p95([run[1] for run in group.runs])
+            value = extra["p95"] = group.runs_p95 if group.runs else None
             recent = [p for slot, p in group.baseline if slot >= group.slot - BASELINE_WINDOWS]
             if len(recent) >= BASELINE_MIN_WINDOWS:
                 extra["baseline"] = statistics.median(recent)

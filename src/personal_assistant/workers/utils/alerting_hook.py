@@ -24,7 +24,7 @@ import redis
 from prometheus_client import Counter
 
 from personal_assistant.workers import constants as c
-from personal_assistant.workers.config import ConfigError, WorkerSettings
+from personal_assistant.workers.config import ConfigError, WorkerSettings, is_redis_url
 from personal_assistant.workers.hooks import WorkerHook
 from personal_assistant.workers.utils.alert_channels import (
     ChannelDispatcher,
@@ -32,6 +32,7 @@ from personal_assistant.workers.utils.alert_channels import (
     channels_from_env,
 )
 from personal_assistant.workers.utils.alert_rules_file import (
+    OBSERVES,
     AlertRule,
     load_rules_file,
     parse_rules,
@@ -43,10 +44,12 @@ logger = logging.getLogger(__name__)
 
 HISTORY_KEY = "pa:alerts:history"
 HISTORY_SIZE = 500  # bounded: Redis runs with noeviction
-EVENT_CONDITIONS = frozenset(
-    {"task_failure", "failure_rate", "performance_degradation", "task_timeout"}
+# Conditions on a snapshot (queue depths, worker liveness), evaluated periodically; the others
+# on task events, in each worker.
+STATE_CONDITIONS = frozenset(
+    cond for cond, kinds in OBSERVES.items() if {"queues", "workers"} & set(kinds)
 )
-STATE_CONDITIONS = frozenset({"queue_backlog", "worker_offline"})
+EVENT_CONDITIONS = frozenset(OBSERVES) - STATE_CONDITIONS
 
 # Used when ALERT_RULES_FILE is not set: failures, a backlog and a lost worker, to every channel
 # configured (a channel not configured is simply not in the list).
@@ -205,9 +208,7 @@ class Alerting:
             channels, failure_counter=lambda name: self.failures.labels(name).inc()
         )
         self.client = (
-            redis.Redis.from_url(broker_url, socket_timeout=2)
-            if broker_url.startswith("redis")
-            else None
+            redis.Redis.from_url(broker_url, socket_timeout=2) if is_redis_url(broker_url) else None
         )
         self.manager = AlertManager(channels=names)
         for rule in rules:

@@ -18,6 +18,7 @@ from typing import Any, cast
 import redis
 
 from personal_assistant.workers import constants as c
+from personal_assistant.workers.config import is_redis_url
 
 
 class TransientError(Exception):
@@ -137,7 +138,7 @@ class DeadLetterQueue:
     @classmethod
     def from_url(cls, url: str, *, max_entries: int = c.DLQ_MAX_ENTRIES) -> DeadLetterQueue:
         """A queue on the Redis at ``url`` (the broker's, normally)."""
-        if not url.startswith(("redis://", "rediss://", "unix://")):
+        if not is_redis_url(url):
             raise ValueError("the dead-letter queue needs a Redis URL (the broker or backend)")
         return cls(redis.Redis.from_url(url, socket_timeout=5), max_entries=max_entries)
 

@@ -35,14 +35,13 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from personal_assistant.workers import constants as c
-from personal_assistant.workers.config import ConfigError, load_settings, mask_url
+from personal_assistant.workers.config import ConfigError, is_redis_url, load_settings, mask_url
 from personal_assistant.workers.utils.task_monitoring import BeatLiveness
 
 logger = logging.getLogger(__name__)
 
 Check = Callable[[], tuple[bool, str]]
 PROBE_TIMEOUT_S = 1.0
-REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
 class _Server(ThreadingHTTPServer):
@@ -200,7 +199,7 @@ def broker_ready(url: str) -> tuple[bool, str]:
 
     Redis URLs get a PING; other brokers (AMQP) a kombu connection attempt.
     """
-    if url.startswith(REDIS_SCHEMES):
+    if is_redis_url(url):
         return _redis_ping(url, "broker")
     conn = Connection(url, connect_timeout=PROBE_TIMEOUT_S)
     try:
@@ -214,7 +213,7 @@ def broker_ready(url: str) -> tuple[bool, str]:
 
 def backend_ready(url: str) -> tuple[bool, str]:
     """Whether the result backend answers within a second (Redis backends are pinged)."""
-    if url.startswith(REDIS_SCHEMES):
+    if is_redis_url(url):
         return _redis_ping(url, "result backend")
     if url.startswith("rpc://"):
         return True, "result backend rpc:// uses the broker"

@@ -13,8 +13,10 @@ every structure has a fixed bound (the constants below say why each value):
 With every bound full (measured): ~0.5 MB of finished records, ~4 MB of running ones and at
 most ~11 MB of aggregates (1,000 names whose durations span the histogram's whole range).
 
-The collector lives in the process that executes the tasks (a prefork child), so CPU time and
-RSS are that process's. With a thread or gevent pool they include the concurrent tasks' share.
+``start_task``/``end_task`` sample CPU time and RSS of the calling process, so a collector fed
+that way belongs in the process that runs the tasks; with a thread or gevent pool the samples
+include the concurrent tasks' share. The worker's own collector lives in its main process and is
+fed by :meth:`MetricsCollector.observe` with the child's figures (prometheus_metrics.py).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from array import array
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, Final
 
 import psutil
@@ -170,21 +172,27 @@ class _NameStats:
         self.max_memory: int | None = None
         self.histogram = _LogHistogram()
 
-    def add(self, record: TaskMetrics, seconds: float) -> None:
+    def add(
+        self,
+        seconds: float,
+        status: str,
+        queue_time: float | None = None,
+        cpu_time: float | None = None,
+        rss: int | None = None,
+    ) -> None:
         self.count += 1
         self.total_time += seconds
         self.min_time = min(self.min_time, seconds)
         self.max_time = max(self.max_time, seconds)
         self.histogram.add(seconds)
-        outcome = _OUTCOMES.get(record.status.lower(), "other")
+        outcome = _OUTCOMES.get(status.lower(), "other")
         setattr(self, outcome, getattr(self, outcome) + 1)
-        if record.queue_time is not None:
-            self.queue_sum += record.queue_time
+        if queue_time is not None:
+            self.queue_sum += queue_time
             self.queue_n += 1
-        if record.cpu_time is not None:
-            self.cpu_sum += record.cpu_time
+        if cpu_time is not None:
+            self.cpu_sum += cpu_time
             self.cpu_n += 1
-        rss = record.memory_rss_bytes
         if rss is not None and (self.max_memory is None or rss > self.max_memory):
             self.max_memory = rss
 
@@ -382,64 +390,38 @@ class MetricsCollector:
             seconds = ended - started
             record.end_time, record.execution_time = end_time, seconds
             record.status, record.error = status, error
-            cpu_time = None if cpu is None or cpu_start is None else max(0.0, cpu - cpu_start)
-            delta = None if rss is None or rss_start is None else rss - rss_start
-            self._finish(record, seconds, cpu_time, rss, delta)
+            if cpu is not None and cpu_start is not None:
+                record.cpu_time = max(0.0, cpu - cpu_start)
+                record.cpu_usage = record.cpu_time / seconds * 100 if seconds > 0 else None
+            if rss is not None:
+                record.memory_rss_bytes, record.memory_usage = rss, rss / _MIB
+                if rss_start is not None:
+                    record.memory_delta_bytes = rss - rss_start
+            self._stats_for(record.task_name).add(
+                seconds, status, record.queue_time, record.cpu_time, record.memory_rss_bytes
+            )
+            self._finished[task_id] = record
+            if len(self._finished) > self._finished_window:
+                self._finished.popitem(last=False)
 
-    def record_finished(
+    def observe(
         self,
-        task_id: str,
         task_name: str,
         seconds: float,
         *,
         status: str = "completed",
-        error: str | None = None,
         queue_time: float | None = None,
-        retry_count: int = 0,
         cpu_time: float | None = None,
         memory_rss_bytes: int | None = None,
     ) -> None:
-        """Record an execution that has ended, measured by the caller, in one call.
+        """Count an execution measured by the caller in the aggregates only (no record).
 
-        For callers told of a task only when it is over, such as the worker's main process (the
-        pool reports the run time; the CPU time and memory are the child's): half the cost of
-        start_task plus end_task, and nothing kept while the task runs.
+        For the worker's main process, told of a task by the pool when it is over: the
+        summaries are all it reads (``pa-status``), and building a record per task to throw
+        away later cost four times as much as the aggregates.
         """
-        end_time = datetime.now(UTC)
-        record = TaskMetrics(
-            task_id,
-            task_name,
-            end_time - timedelta(seconds=seconds),
-            end_time,
-            seconds,
-            status=status,
-            error=error,
-            retry_count=retry_count,
-            queue_time=queue_time,
-        )
         with self._lock:
-            self._finished.pop(task_id, None)  # a retry's run replaces the earlier one
-            self._finish(record, seconds, cpu_time, memory_rss_bytes, None)
-
-    def _finish(
-        self,
-        record: TaskMetrics,
-        seconds: float,
-        cpu_time: float | None,
-        rss: int | None,
-        rss_delta: int | None,
-    ) -> None:
-        # Caller holds the lock.
-        if cpu_time is not None:
-            record.cpu_time = cpu_time
-            record.cpu_usage = cpu_time / seconds * 100 if seconds > 0 else None
-        if rss is not None:
-            record.memory_rss_bytes, record.memory_usage = rss, rss / _MIB
-            record.memory_delta_bytes = rss_delta
-        self._stats_for(record.task_name).add(record, seconds)
-        self._finished[record.task_id] = record
-        if len(self._finished) > self._finished_window:
-            self._finished.popitem(last=False)
+            self._stats_for(task_name).add(seconds, status, queue_time, cpu_time, memory_rss_bytes)
 
     def get_performance_summary(self) -> dict[str, dict[str, Any]]:
         """Aggregates per task name since the collector was made (not only the window).

@@ -20,6 +20,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from personal_assistant.workers import constants as c
+from personal_assistant.workers.config import is_redis_url
 from personal_assistant.workers.hooks import WorkerHook
 from personal_assistant.workers.utils import prometheus_metrics as pm
 from personal_assistant.workers.utils.health_check import (
@@ -32,8 +33,8 @@ from personal_assistant.workers.utils.task_monitoring import (
     Heartbeat,
     WorkerRegistry,
     queue_depths,
-    write_snapshot,
 )
+from personal_assistant.workers.utils.task_snapshots import write_snapshot
 
 logger = logging.getLogger(__name__)
 
@@ -119,7 +120,7 @@ class MetricsHook(WorkerHook):
         recorder = pm.TaskMetricsRecorder(hostname)
         pm.install_recorder(recorder)
         broker_url = str(self.app.conf.broker_url)
-        if broker_url.startswith("redis"):
+        if is_redis_url(broker_url):
             client = self._client = redis.Redis.from_url(broker_url, socket_timeout=2)
             registry = WorkerRegistry(client, down_after=settings.worker_down_after)
             queues = list(getattr(sender, "queues", None) or settings.worker_queue)
@@ -180,6 +181,9 @@ class MetricsHook(WorkerHook):
                 logger.warning("could not mark %s stopped", self.heartbeat.hostname)
         if self.server is not None:
             self.server.stop()
+        recorder = pm.current_recorder()
+        if recorder is not None:
+            recorder.usage.close()
         pm.install_recorder(None)
 
     def _liveness(self) -> tuple[bool, str]:

@@ -149,6 +149,7 @@ class _TaskSeries:
     __slots__ = (
         "cpu",
         "labels",
+        "max_rss",
         "memory",
         "queue_wait",
         "received",
@@ -172,6 +173,7 @@ class _TaskSeries:
         self.queue_wait = recorder.queue_wait.labels(*labels)
         self.cpu = recorder.cpu.labels(*labels)
         self.memory = recorder.memory.labels(*labels)
+        self.max_rss = 0  # the largest RSS seen, mirrored in `memory`
 
 
 class TaskMetricsRecorder:
@@ -225,8 +227,8 @@ class TaskMetricsRecorder:
         self.active = Gauge(
             "celery_worker_tasks_active", "Tasks running now", ("hostname",), registry=r
         )
-        # The seed's collector, fed by the same events (one call per execution, with the child's
-        # CPU and memory): bounded records and summaries with p95 for `pa-status`.
+        # The seed's collector, fed by the same events (aggregates only, with the child's CPU
+        # and memory): the summaries with p95 that `pa-status` shows.
         self.collector = MetricsCollector(sample_resources=False)
         #: Called with each task event as alerting reads it (utils/alerting_hook.py).
         self.listeners: list[Callable[[dict[str, Any]], None]] = []
@@ -234,18 +236,13 @@ class TaskMetricsRecorder:
         self._active_series = self.active.labels(hostname)
         self._series: dict[tuple[str, str], _TaskSeries] = {}
         self.usage = ChildUsage()
-        self._max_rss: dict[tuple[str, str], float] = {}
         self._lock = threading.Lock()  # events come from the main thread; scrapes from others
-
-    def labels(self, name: str, queue: str) -> tuple[str, str, str]:
-        """The label values of one task kind on this worker."""
-        return name, self.hostname, queue
 
     def series(self, name: str, queue: str) -> _TaskSeries:
         """The series of one task kind on this worker (created on first use, then reused)."""
         found = self._series.get((name, queue))
         if found is None:
-            found = self._series[(name, queue)] = _TaskSeries(self, self.labels(name, queue))
+            found = self._series[(name, queue)] = _TaskSeries(self, (name, self.hostname, queue))
         return found
 
     def on_received(self, series: _TaskSeries) -> None:
@@ -256,7 +253,7 @@ class TaskMetricsRecorder:
         """A child accepted the task (``wait``: its time in the queue, if known)."""
         series.started.inc()
         if wait is not None:
-            series.queue_wait.observe(max(wait, 0.0))
+            series.queue_wait.observe(wait)
         with self._lock:
             self._active += 1
             self._active_series.set(self._active)
@@ -268,7 +265,7 @@ class TaskMetricsRecorder:
         """Common bookkeeping of every end of a started task; returns the (CPU seconds, RSS
         bytes) of its child, None when there is no child or it is gone."""
         if runtime is not None:
-            series.runtime.observe(max(runtime, 0.0))
+            series.runtime.observe(runtime)
         with self._lock:
             self._active = max(self._active - 1, 0)
             self._active_series.set(self._active)
@@ -277,9 +274,8 @@ class TaskMetricsRecorder:
             return None  # no child, or the child is gone (recycled or killed)
         cpu, rss = usage
         series.cpu.inc(cpu)
-        name, _, queue = series.labels
-        if rss > self._max_rss.get((name, queue), 0):
-            self._max_rss[(name, queue)] = rss
+        if rss > series.max_rss:
+            series.max_rss = rss
             series.memory.set(rss)
         return usage
 
@@ -343,7 +339,7 @@ class MetricsRequest(Request):  # type: ignore[misc]
                 ready_at = max(ready_at, _timestamp(self.eta))
             except (TypeError, ValueError):
                 return None
-        return float(self.time_start) - ready_at
+        return max(float(self.time_start) - ready_at, 0.0)  # clocks of two hosts may disagree
 
     def send_event(self, type: str, **fields: Any) -> None:  # Celery's parameter name
         """Record the event, then hand it to Celery (which drops task events: they are off).
@@ -397,15 +393,13 @@ class MetricsRequest(Request):  # type: ignore[misc]
             runtime = fields.get("runtime")
             if runtime is None:
                 runtime = time.time() - float(self.time_start)
-            usage = recorder.on_finished(series, float(runtime), pid)
-            recorder.collector.record_finished(
-                self.id,
+            runtime = max(float(runtime), 0.0)
+            usage = recorder.on_finished(series, runtime, pid)
+            recorder.collector.observe(
                 self.name,
-                max(float(runtime), 0.0),
+                runtime,
                 status=_COLLECTOR_STATUS[type_],
-                error=error,
                 queue_time=getattr(self, "_metric_wait", None),
-                retry_count=int(self._request_dict.get("retries") or 0),
                 cpu_time=usage[0] if usage else None,
                 memory_rss_bytes=usage[1] if usage else None,
             )

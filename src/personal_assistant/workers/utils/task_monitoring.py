@@ -27,44 +27,9 @@ from typing import Any, cast
 
 import redis
 
+from personal_assistant.workers import constants as c
 from personal_assistant.workers.broker_transport import redis_list_names
-from personal_assistant.workers.utils.task_snapshots import (
-    DEFAULT_RETENTION_S,
-    PREV_SUFFIX,
-    SNAPSHOT_INDEX_KEY,
-    SNAPSHOT_PREFIX,
-    Snapshot,
-    TaskStats,
-    _json_or,
-    _text,
-    read_snapshots,
-    snapshot_key,
-    task_rates,
-    write_snapshot,
-)
-
-__all__ = [
-    "BEAT_TICK_KEY",
-    "DEFAULT_DOWN_AFTER_S",
-    "DEFAULT_HEARTBEAT_INTERVAL_S",
-    "DEFAULT_RETENTION_S",
-    "PREV_SUFFIX",
-    "SNAPSHOT_INDEX_KEY",
-    "SNAPSHOT_PREFIX",
-    "WORKERS_SEEN_KEY",
-    "WORKER_INFO_PREFIX",
-    "BeatLiveness",
-    "Heartbeat",
-    "Snapshot",
-    "TaskStats",
-    "WorkerLiveness",
-    "WorkerRegistry",
-    "queue_depths",
-    "read_snapshots",
-    "snapshot_key",
-    "task_rates",
-    "write_snapshot",
-]
+from personal_assistant.workers.utils.task_snapshots import DEFAULT_RETENTION_S, _json_or, _text
 
 logger = logging.getLogger(__name__)
 
@@ -72,10 +37,9 @@ WORKERS_SEEN_KEY = "pa:workers:seen"
 WORKER_INFO_PREFIX = "pa:workers:info:"
 BEAT_TICK_KEY = "pa:beat:last_tick"
 
-# A worker is down once its last heartbeat is older than this: six missed beats at the default
-# 5 s interval, so a GC pause or a slow Redis round trip does not flap it.
-DEFAULT_DOWN_AFTER_S = 30.0
-DEFAULT_HEARTBEAT_INTERVAL_S = 5.0
+# Defaults and their reasons: constants.py (Liveness).
+DEFAULT_DOWN_AFTER_S = c.WORKER_DOWN_AFTER_S
+DEFAULT_HEARTBEAT_INTERVAL_S = c.HEARTBEAT_INTERVAL_S
 
 
 # --- Queue depth ----------------------------------------------------------------------------

@@ -17,9 +17,7 @@ from typing import Any, NotRequired, TypedDict, cast
 
 import redis
 
-# The logger keeps task_monitoring's name, where snapshots lived before: logging set up for that
-# name still gets these records.
-logger = logging.getLogger("personal_assistant.workers.utils.task_monitoring")
+logger = logging.getLogger(__name__)
 
 SNAPSHOT_PREFIX = "pa:metrics:snapshot:"
 SNAPSHOT_INDEX_KEY = "pa:metrics:snapshots"
