@@ -117,7 +117,11 @@ class MetricsHook(WorkerHook):
         """Main process, before the pool forks: set up everything the children must not run."""
         settings = self.app.settings
         hostname = str(getattr(sender, "hostname", "") or "worker")
-        recorder = pm.TaskMetricsRecorder(hostname)
+        limit = getattr(sender, "max_tasks_per_child", None)
+        recorder = pm.TaskMetricsRecorder(
+            hostname,
+            max_tasks_per_child=limit or self.app.conf.worker_max_tasks_per_child,
+        )
         pm.install_recorder(recorder)
         broker_url = str(self.app.conf.broker_url)
         if is_redis_url(broker_url):
@@ -157,6 +161,7 @@ class MetricsHook(WorkerHook):
         recorder = pm.current_recorder()
         if recorder is None or self._client is None:
             return
+        recorder.settle()
         summary = recorder.collector.get_performance_summary()
         tasks = {
             name: {"count": s["count"], "failed": s["failed"], "p95": s["p95"]}
@@ -183,6 +188,7 @@ class MetricsHook(WorkerHook):
             self.server.stop()
         recorder = pm.current_recorder()
         if recorder is not None:
+            recorder.settle()
             recorder.usage.close()
         pm.install_recorder(None)
 
