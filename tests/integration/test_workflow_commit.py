@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 import redis
 
 from personal_assistant.workers import constants as c
+from personal_assistant.workers.broker_transport import redis_list_names
 from personal_assistant.workers.celery_app import WorkerApp
 from personal_assistant.workers.schedulers import workflow_runtime as runtime
 from personal_assistant.workers.schedulers.dependency_scheduler import DependencyScheduler
@@ -115,3 +117,73 @@ def test_a_transition_overtaken_between_its_read_and_its_commit_decides_again(
     tasks: dict[str, Any] = runtime.workflow_status(workflow_id, app=producer_app)["tasks"]
     assert tasks["sink"]["status"] == Status.QUEUED
     assert tasks["u0"]["status"] == tasks["u1"]["status"] == Status.COMPLETED
+
+
+def waiting_messages(client: redis.Redis) -> list[dict[str, Any]]:
+    lists = redis_list_names(c.FILE_QUEUE)
+    return [json.loads(raw) for name in lists for raw in client.lrange(name, 0, -1)]
+
+
+def three_step_chain() -> dict[str, Any]:
+    return {
+        "tasks": {
+            "a": {"task": "tests.noop", "options": Q},
+            "b": {"task": "tests.noop", "depends_on": ["a"], "options": Q},
+            "c": {"task": "tests.noop", "depends_on": ["b"], "options": Q},
+        }
+    }
+
+
+def test_each_workflow_message_names_the_dependents_of_its_task(
+    producer_app: WorkerApp, redis_client: redis.Redis
+) -> None:
+    runtime.submit_workflow(three_step_chain(), app=producer_app)
+    [root] = waiting_messages(redis_client)
+    assert root["headers"][runtime.HEADER_TASK] == "a"
+    assert root["headers"][runtime.HEADER_NEXT] == ["b"]
+
+
+def test_a_wide_fan_out_leaves_the_dependents_out_of_the_message(
+    producer_app: WorkerApp, redis_client: redis.Redis
+) -> None:
+    wide = runtime.MAX_HINTED_DEPENDENTS + 1
+    leaves = {
+        f"l{i}": {"task": "tests.noop", "depends_on": ["a"], "options": Q} for i in range(wide)
+    }
+    runtime.submit_workflow(
+        {"tasks": {"a": {"task": "tests.noop", "options": Q}, **leaves}}, app=producer_app
+    )
+    [root] = waiting_messages(redis_client)
+    assert runtime.HEADER_NEXT not in root["headers"]
+
+
+def test_a_process_new_to_a_workflow_reads_its_definition_and_states_in_one_round_trip(
+    producer_app: WorkerApp, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    warm_up = runtime.submit_workflow(three_step_chain(), app=producer_app)
+    runtime.record_task_event(producer_app, warm_up, "a", Status.COMPLETED)  # loads the script
+    hinted = runtime.submit_workflow(three_step_chain(), app=producer_app)
+    unhinted = runtime.submit_workflow(three_step_chain(), app=producer_app)
+    sends: list[bytes] = []
+    send: Any = redis.connection.AbstractConnection.send_packed_command
+
+    def counting(self: Any, command: Any, check_health: bool = True) -> None:
+        sends.append(command)
+        send(self, command, check_health)
+
+    monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counting)
+    round_trips: dict[str, int] = {}
+    for workflow_id, dependents in ((hinted, ["b"]), (unhinted, None)):
+        runtime._cache._items.clear()  # as in a pool child that never saw the workflow
+        sends.clear()
+        runtime.record_task_event(
+            producer_app, workflow_id, "a", Status.COMPLETED, dependents=dependents
+        )
+        round_trips[workflow_id] = len(sends)
+    # Definition and states together, then the commit; without the hint, one more.
+    assert round_trips == {hinted: 2, unhinted: 3}
+    for workflow_id in (hinted, unhinted):
+        tasks = runtime.workflow_status(workflow_id, app=producer_app)["tasks"]
+        assert tasks["a"]["status"] == Status.COMPLETED
+        assert tasks["b"]["status"] == Status.QUEUED
+        assert tasks["c"]["status"] == Status.PENDING

@@ -20,10 +20,11 @@ from personal_assistant.workers.schedulers.workflow_hook import WorkflowHook
 from personal_assistant.workers.schedulers.workflow_link import AdvanceWorkflow, advance_link
 
 
-def workflow_task(celery_id: str = "celery-1") -> Any:
+def workflow_task(celery_id: str = "celery-1", **headers: Any) -> Any:
     request = SimpleNamespace(
         id=celery_id,
         **{runtime.HEADER_WORKFLOW: "wf-1", runtime.HEADER_TASK: "a"},
+        **headers,
     )
     return SimpleNamespace(request=request)
 
@@ -40,6 +41,7 @@ class Recorded:
             self.failures -= 1
             raise ConnectionError("redis went away")
         self.calls.append((workflow_id, task_id, status, kw.get("result")))
+        self.dependents = kw.get("dependents")
 
 
 @pytest.fixture
@@ -108,3 +110,21 @@ def test_a_task_outside_any_workflow_is_ignored_by_the_link(recorded: Recorded) 
     hook = hook_running(SimpleNamespace(request=SimpleNamespace(id="plain")))
     hook.record_success(1)
     assert recorded.calls == []
+
+
+@pytest.mark.parametrize(
+    ("header", "passed_on"),
+    [
+        (["b", "c"], ["b", "c"]),
+        ("b", None),  # not a list: ignored, the runtime reads the dependents itself
+        (["b", 3], None),
+        (None, None),
+    ],
+)
+def test_the_dependents_a_message_names_reach_the_runtime_only_as_a_list_of_names(
+    recorded: Recorded, header: Any, passed_on: list[str] | None
+) -> None:
+    task = workflow_task(**{runtime.HEADER_NEXT: header})
+    hook_running(task).record_success(1)
+    assert recorded.calls == [("wf-1", "a", Status.COMPLETED, 1)]
+    assert recorded.dependents == passed_on

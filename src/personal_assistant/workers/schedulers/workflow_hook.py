@@ -34,6 +34,14 @@ def _workflow_of(task: Any) -> tuple[str, str] | None:
     return None
 
 
+def _dependents_of(task: Any) -> list[str] | None:
+    """The dependents the task's message names (a hint: absent on older messages)."""
+    named = getattr(getattr(task, "request", None), runtime.HEADER_NEXT, None)
+    if isinstance(named, list) and all(isinstance(t, str) for t in named):
+        return named
+    return None
+
+
 class WorkflowHook(WorkerHook):
     """Records workflow task ends (with their start time) and publishes the tasks they unblock.
 
@@ -67,7 +75,9 @@ class WorkflowHook(WorkerHook):
             return
         task_id = str(task.request.id)
         try:
-            self._record(*found, task_id, Status.COMPLETED, result=retval)
+            self._record(
+                *found, task_id, Status.COMPLETED, result=retval, dependents=_dependents_of(task)
+            )
         except Exception:
             logger.exception("workflow %s: early record of %s failed; retried at postrun", *found)
             return
@@ -84,10 +94,12 @@ class WorkflowHook(WorkerHook):
             # step of a chain would already have been sent.
             self._recorded.discard(task_id)
             return
+        dependents = _dependents_of(task)
         if state == states.SUCCESS:
-            self._record(*found, task_id, Status.COMPLETED, result=retval)
+            self._record(*found, task_id, Status.COMPLETED, result=retval, dependents=dependents)
         elif state == states.FAILURE:
-            self._record(*found, task_id, Status.FAILED, error=f"{type(retval).__name__}: {retval}")
+            error = f"{type(retval).__name__}: {retval}"
+            self._record(*found, task_id, Status.FAILED, error=error, dependents=dependents)
         # RETRY, IGNORED, REJECTED: not finished; the real end comes later (keep the start).
 
     def _record(
@@ -99,6 +111,7 @@ class WorkflowHook(WorkerHook):
         *,
         result: Any = None,
         error: str | None = None,
+        dependents: list[str] | None = None,
     ) -> None:
         runtime.record_task_event(
             self.app,
@@ -108,5 +121,6 @@ class WorkflowHook(WorkerHook):
             result=result,
             error=error,
             started_at=self._started.get(task_id),
+            dependents=dependents,
         )
         self._started.pop(task_id, None)  # only once recorded: a failed early try keeps it

@@ -43,6 +43,11 @@ FINISHED_TTL_S = 7 * 86_400
 MAX_STORED_RESULT_CHARS = 65_536
 HEADER_WORKFLOW = "pa_workflow"
 HEADER_TASK = "pa_workflow_task"
+# The task's dependents, so the process that records its end can read their states in the same
+# round trip as the definition the first time it meets the workflow (one round trip less).
+# Left out past MAX_HINTED_DEPENDENTS: a wide fan-out would make every message carry the list.
+HEADER_NEXT = "pa_workflow_next"
+MAX_HINTED_DEPENDENTS = 32
 TIMEOUT_TASK = "personal_assistant.workers.tasks.maintenance_tasks.check_workflow_timeouts"
 _CELERY_ID_NAMESPACE = uuid.UUID("6f1c1f1e-2b1a-4c54-9d9e-7d5c2c0e4a11")
 
@@ -73,29 +78,38 @@ def redis_for(app: Any) -> redis.Redis:
     return cast(redis.Redis, client)
 
 
+_Built = tuple[WorkflowDefinition, DependencyScheduler, frozenset[str]]
+
+
 class _SchedulerCache:
     """Built graphs, and their leaves, per workflow in this process (definitions never change
     after submit)."""
 
     def __init__(self, size: int = 64) -> None:
         self.size = size
-        self._items: dict[str, tuple[WorkflowDefinition, DependencyScheduler, frozenset[str]]] = {}
+        self._items: dict[str, _Built] = {}
 
-    def get(
-        self, client: redis.Redis, workflow_id: str
-    ) -> tuple[WorkflowDefinition, DependencyScheduler, frozenset[str]]:
+    def get_with_rows(
+        self, client: redis.Redis, workflow_id: str, task_ids: list[str]
+    ) -> tuple[_Built, dict[str, dict[bytes, bytes]]]:
+        """The built graph, and, when it had to be read, these tasks' rows read with it."""
         item = self._items.get(workflow_id)
-        if item is None:
-            raw = client.get(store.def_key(workflow_id))
-            if raw is None:
-                raise WorkflowNotFound(workflow_id)
-            definition = WorkflowDefinition.from_json(cast(bytes, raw))
-            scheduler = definition.build_scheduler()
-            item = (definition, scheduler, frozenset(scheduler.leaves()))
-            if len(self._items) >= self.size:
-                self._items.pop(next(iter(self._items)), None)
-            self._items[workflow_id] = item
-        return item
+        if item is not None:
+            return item, {}
+        with client.pipeline(transaction=False) as batch:
+            batch.get(store.def_key(workflow_id))
+            for task_id in task_ids:
+                batch.hgetall(store.task_key(workflow_id, task_id))
+            raw, *rows = batch.execute()
+        if raw is None:
+            raise WorkflowNotFound(workflow_id)
+        definition = WorkflowDefinition.from_json(cast(bytes, raw))
+        scheduler = definition.build_scheduler()
+        item = (definition, scheduler, frozenset(scheduler.leaves()))
+        if len(self._items) >= self.size:
+            self._items.pop(next(iter(self._items)), None)
+        self._items[workflow_id] = item
+        return item, {t: row for t, row in zip(task_ids, rows, strict=True) if row}
 
 
 _cache = _SchedulerCache()
@@ -108,6 +122,7 @@ def transition(
     *,
     end_as: str | None = None,
     preload: Callable[[DependencyScheduler], list[str]] | None = None,
+    hint: list[str] | None = None,
     app: Any = None,
 ) -> tuple[list[str], DependencyScheduler, WorkflowDefinition]:
     """Apply ``change`` atomically; return (tasks still to dispatch, scheduler, definition).
@@ -115,9 +130,10 @@ def transition(
     With ``app`` on a Redis broker, the ready tasks' messages are pushed by the same commit
     (workflow_outbox.py) and the returned list is empty; otherwise the caller dispatches them.
     ``preload`` names the tasks to read in the first round trip; ``end_as`` names the final
-    state if this change ends the workflow (``cancelled``).
+    state if this change ends the workflow (``cancelled``). ``hint`` names tasks to read with
+    the definition if this process has not built the workflow yet (what ``preload`` will ask).
     """
-    definition, built, leaves = _cache.get(client, workflow_id)
+    (definition, built, leaves), seed = _cache.get_with_rows(client, workflow_id, hint or [])
     # A shallow copy per call: the graph, rules and conditions are shared (never change after
     # submit), while each call gets its own `states`, so threads never see each other's reads.
     scheduler = copy.copy(built)
@@ -126,13 +142,16 @@ def transition(
     while True:
         states = store.VersionedStates(client, workflow_id, definition.tasks, TERMINAL)
         scheduler.states = states
+        if seed:
+            states.seed(seed)  # read with the definition: only valid for the first attempt
+            seed = {}
         if preload is not None:
             states.preload(preload(scheduler))
         ready = change(scheduler)
         if use_outbox:
             for task_id in ready:
                 if task_id not in captured:  # built once, even if we decide again
-                    captured[task_id] = _capture(app, workflow_id, task_id, definition)
+                    captured[task_id] = _capture(app, workflow_id, task_id, definition, built)
         final = states.newly_final()
         step = workflow_commit.Commit(
             meta_key=store.meta_key(workflow_id),
@@ -169,7 +188,11 @@ def _outbox_supported(app: Any) -> bool:
 
 
 def _capture(
-    app: Any, workflow_id: str, task_id: str, definition: WorkflowDefinition
+    app: Any,
+    workflow_id: str,
+    task_id: str,
+    definition: WorkflowDefinition,
+    scheduler: DependencyScheduler,
 ) -> outbox.CapturedPublish:
     spec = definition.tasks[task_id]
     return outbox.capture(
@@ -178,10 +201,18 @@ def _capture(
         spec.args,
         spec.kwargs,
         task_id=celery_task_id(workflow_id, task_id),
-        headers={HEADER_WORKFLOW: workflow_id, HEADER_TASK: task_id},
+        headers=_headers(workflow_id, task_id, scheduler),
         options=spec.options,
         link=[advance_link()],
     )
+
+
+def _headers(workflow_id: str, task_id: str, scheduler: DependencyScheduler) -> dict[str, Any]:
+    headers: dict[str, Any] = {HEADER_WORKFLOW: workflow_id, HEADER_TASK: task_id}
+    dependents = scheduler.execution_graph.downstreams(task_id)
+    if len(dependents) <= MAX_HINTED_DEPENDENTS:
+        headers[HEADER_NEXT] = list(dependents)
+    return headers
 
 
 def _end(client: redis.Redis, workflow_id: str, definition: WorkflowDefinition, state: str) -> None:
@@ -202,7 +233,13 @@ def _end(client: redis.Redis, workflow_id: str, definition: WorkflowDefinition, 
     logger.info("workflow %s %s", workflow_id, state)
 
 
-def dispatch(app: Any, workflow_id: str, ready: list[str], definition: WorkflowDefinition) -> None:
+def dispatch(
+    app: Any,
+    workflow_id: str,
+    ready: list[str],
+    definition: WorkflowDefinition,
+    scheduler: DependencyScheduler,
+) -> None:
     """Publish the ready tasks; a publish that fails is recorded as that task's failure."""
     for task_id in ready:
         spec = definition.tasks[task_id]
@@ -212,7 +249,7 @@ def dispatch(app: Any, workflow_id: str, ready: list[str], definition: WorkflowD
                 args=spec.args,
                 kwargs=spec.kwargs,
                 task_id=celery_task_id(workflow_id, task_id),
-                headers={HEADER_WORKFLOW: workflow_id, HEADER_TASK: task_id},
+                headers=_headers(workflow_id, task_id, scheduler),
                 link=advance_link(),
                 **spec.options,
             )
@@ -261,7 +298,7 @@ def submit_workflow(definition: Mapping[str, Any], *, app: Any = None) -> str:
         pipe.execute()
     if remaining == 0:  # every task skipped at once (false conditions on the roots)
         _end(client, workflow_id, parsed, "failed" if failed_leaves else "completed")
-    dispatch(app, workflow_id, ready, parsed)
+    dispatch(app, workflow_id, ready, parsed, scheduler)
     _schedule_timeout_checks(app, workflow_id, parsed)
     logger.info(
         "workflow %s (%s) submitted: %d tasks, %d ready",
@@ -293,19 +330,25 @@ def record_task_event(
     result: Any = None,
     error: str | None = None,
     started_at: float | None = None,
+    dependents: list[str] | None = None,
 ) -> None:
-    """Record one task's end; its dependents that became ready are published with it."""
+    """Record one task's end; its dependents that became ready are published with it.
+
+    ``dependents``: the task's dependents as its message named them (``HEADER_NEXT``), read
+    with the definition when this process meets the workflow for the first time.
+    """
     stored = result
     if result is not None and len(json.dumps(result, default=repr)) > MAX_STORED_RESULT_CHARS:
         stored = {"_truncated": True}
-    ready, _, definition = transition(
+    ready, scheduler, definition = transition(
         redis_for(app),
         workflow_id,
         lambda s: s.record_status(task_id, status, stored, error=error, started_at=started_at),
         preload=lambda s: [task_id, *s.execution_graph.downstreams(task_id)],
+        hint=None if dependents is None else [task_id, *dependents],
         app=app,
     )
-    dispatch(app, workflow_id, ready, definition)
+    dispatch(app, workflow_id, ready, definition, scheduler)
 
 
 def check_timeouts(app: Any, workflow_id: str) -> list[str]:
@@ -329,8 +372,8 @@ def check_timeouts(app: Any, workflow_id: str) -> list[str]:
         timed_out[:] = [t for t in still_open if scheduler.states[t].status == Status.TIMED_OUT]
         return ready
 
-    ready, _, definition = transition(client, workflow_id, expire, app=app)
-    dispatch(app, workflow_id, ready, definition)
+    ready, scheduler, definition = transition(client, workflow_id, expire, app=app)
+    dispatch(app, workflow_id, ready, definition, scheduler)
     revoked = [celery_task_id(workflow_id, t) for t in timed_out if t in sent]
     if revoked:
         app.control.revoke(revoked)

@@ -104,11 +104,18 @@ class VersionedStates(MutableMapping[str, TaskState]):
         """Read these tasks now, in one round trip."""
         self._load([t for t in task_ids if t in self._ids])
 
+    def seed(self, rows: dict[str, dict[bytes, bytes]]) -> None:
+        """Take these tasks' rows as read (fetched with the definition, in its round trip)."""
+        wanted = [t for t in rows if t in self._ids and t not in self._loaded]
+        self._accept(wanted, [rows[t] for t in wanted])
+
     def _load(self, task_ids: list[str]) -> None:
         wanted = [t for t in task_ids if t not in self._loaded]
         if not wanted:
             return
-        rows = _read_rows(self._client, self._workflow_id, wanted)
+        self._accept(wanted, _read_rows(self._client, self._workflow_id, wanted))
+
+    def _accept(self, wanted: list[str], rows: list[dict[bytes, bytes]]) -> None:
         missing = [t for t, row in zip(wanted, rows, strict=True) if not row]
         if missing:
             raise KeyError(f"workflow {self._workflow_id}: no state for {missing}")
