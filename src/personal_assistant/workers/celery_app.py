@@ -18,6 +18,7 @@ from personal_assistant.workers.config import (
     MaskSecretsFilter,
     WorkerSettings,
     get_settings,
+    is_redis_url,
 )
 from personal_assistant.workers.constants import PRIORITY_DEFAULT
 from personal_assistant.workers.hooks import HookRegistry, WorkerHook
@@ -26,7 +27,11 @@ from personal_assistant.workers.tasks import TASK_MODULES
 from personal_assistant.workers.tasks.base_tasks import BaseTask
 from personal_assistant.workers.utils import prometheus_metrics
 from personal_assistant.workers.utils.alerting_hook import AlertingHook, check_alerting_config
-from personal_assistant.workers.utils.metrics_hook import MetricsHook, PublishTimestampHook
+from personal_assistant.workers.utils.metrics_hook import (
+    MetricsHook,
+    PublishTimestampHook,
+    SentCountHook,
+)
 
 
 class MaskSecretsHook(WorkerHook):
@@ -89,6 +94,8 @@ def create_app(settings: WorkerSettings | None = None) -> WorkerApp:
     new_app.hooks.add(WorkflowHook(new_app))
     if new_app.settings.metrics_enabled:
         new_app.hooks.add(PublishTimestampHook())
+        if is_redis_url(str(new_app.conf.broker_url)):
+            new_app.hooks.add(SentCountHook(new_app))
         new_app.hooks.add(MetricsHook(new_app))
     if new_app.settings.alerting_enabled:
         check_alerting_config(new_app.settings)

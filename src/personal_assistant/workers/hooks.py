@@ -85,6 +85,9 @@ class WorkerHook:
     def on_worker_process_init(self) -> None:
         """A pool child process started."""
 
+    def on_worker_process_shutdown(self) -> None:
+        """A pool child process is exiting (recycled or stopped; not when killed)."""
+
     def on_worker_shutdown(self, *, sender: Any) -> None:
         """The worker's main process is shutting down."""
 
@@ -177,6 +180,10 @@ def _signal_adapters() -> dict[str, tuple[Any, Callable[[WorkerHook, dict[str, A
         "on_worker_process_init": (
             signals.worker_process_init,
             lambda h, kw: h.on_worker_process_init(),
+        ),
+        "on_worker_process_shutdown": (
+            signals.worker_process_shutdown,
+            lambda h, kw: h.on_worker_process_shutdown(),
         ),
         "on_worker_shutdown": (
             signals.worker_shutdown,

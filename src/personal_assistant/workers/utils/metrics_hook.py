@@ -28,6 +28,7 @@ from personal_assistant.workers.utils.health_check import (
     backend_ready,
     broker_ready,
 )
+from personal_assistant.workers.utils.sent_counter import SentCollector, counter_for
 from personal_assistant.workers.utils.task_monitoring import (
     BeatLiveness,
     Heartbeat,
@@ -102,6 +103,25 @@ class PublishTimestampHook(WorkerHook):
         headers[pm.PUBLISHED_AT_HEADER] = time.time()
 
 
+class SentCountHook(WorkerHook):
+    """Counts each published task for ``celery_task_sent_total`` (sent_counter.py)."""
+
+    name = "sent-count"
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    def after_task_publish(
+        self, *, task_name: str, headers: dict[str, Any], routing_key: str
+    ) -> None:
+        """Count the send (added to Redis in batches, at most a second later)."""
+        counter_for(self.app).count(task_name or str(headers.get("task", "")), routing_key)
+
+    def on_worker_process_shutdown(self) -> None:
+        """A pool child exits without running atexit handlers: add its counts first."""
+        counter_for(self.app).flush()
+
+
 class MetricsHook(WorkerHook):
     """Starts the recorder, heartbeat and HTTP endpoints in the worker's main process."""
 
@@ -132,6 +152,7 @@ class MetricsHook(WorkerHook):
                 pm.QueueLengthCollector(lambda: queue_depths(client, list(c.QUEUES)))
             )
             recorder.registry.register(WorkerUpCollector(registry))
+            recorder.registry.register(SentCollector(client))
             recorder.registry.register(BeatTickCollector(BeatLiveness(client)))
             self.heartbeat = Heartbeat(
                 registry, hostname, queues, interval=settings.worker_heartbeat_interval

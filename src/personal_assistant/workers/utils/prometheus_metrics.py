@@ -23,7 +23,8 @@ shared among the batch's tasks by run time. A batch is settled at every scrape (
 scraped is complete), every SETTLE_EVERY_S, every SETTLE_AFTER_TASKS tasks, and when a child
 ends the last task ``--max-tasks-per-child`` allows it (before it exits and its file goes).
 Measured with ``time.thread_time_ns`` in a worker draining 5,000 no-op tasks: the recorder went
-from 130 us a task (Prometheus client metrics, one read per task) to the figure in README.
+from 130 us a task (prometheus-client metrics, one read per task) to about 45 us, of Celery's
+own 2.7 ms per task in that process.
 """
 
 from __future__ import annotations
