@@ -44,5 +44,5 @@ def report(line: str) -> None:
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Benchmarks run longer than the unit suite's per-test timeout allows."""
     for item in items:
-        if "performance" in str(item.fspath):
+        if "performance" in str(item.fspath) and item.get_closest_marker("timeout") is None:
             item.add_marker(pytest.mark.timeout(1800))

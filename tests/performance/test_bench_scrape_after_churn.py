@@ -12,6 +12,8 @@ import time
 import urllib.request
 from collections.abc import Callable
 
+import pytest
+
 from personal_assistant.workers import constants as c
 from personal_assistant.workers.celery_app import WorkerApp
 from tests.performance.conftest import report
@@ -28,6 +30,8 @@ def scrape_seconds(port: int) -> tuple[float, str]:
     return time.perf_counter() - start, body
 
 
+# 10,000 child start-ups take 30 to 45 minutes on this 2-core VM, depending on its day.
+@pytest.mark.timeout(3600)
 def test_a_scrape_after_ten_thousand_child_restarts_takes_under_50_ms(
     producer_app: WorkerApp,
     start_worker: Callable[..., WorkerProcess],
