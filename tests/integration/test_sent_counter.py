@@ -13,11 +13,13 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from personal_assistant.workers import constants as c
-from personal_assistant.workers.celery_app import WorkerApp
+from personal_assistant.workers.celery_app import WorkerApp, create_app
+from personal_assistant.workers.config import load_settings
 from personal_assistant.workers.utils.sent_counter import (
     SENT_KEY,
     SentCollector,
     SentCounter,
+    counter_for,
     read_sent,
 )
 from tests.support.redis_server import free_port
@@ -101,3 +103,20 @@ def test_a_worker_scrape_shows_what_a_producer_sent(
         )
 
     assert wait_for(lambda: sent() == 5, timeout=10)  # within a flush, not per publish
+
+
+def test_a_publish_is_counted_by_the_app_that_made_it_only(
+    producer_app: WorkerApp, redis_url: str, redis_client: redis.Redis
+) -> None:
+    # Signals are process-wide: another app in the same process must not count this send.
+    other_url = redis_url.rsplit("/", 1)[0] + "/3"
+    other = create_app(load_settings(celery_broker_url=other_url, celery_result_backend=other_url))
+    try:
+        producer_app.send_task("tests.noop", queue=c.FILE_QUEUE)
+        counter_for(producer_app).flush()
+        counter_for(other).flush()
+        [(labels, sent)] = read_sent(redis_client).items()
+        assert (labels[0], labels[2], sent) == ("tests.noop", c.FILE_QUEUE, 1)
+        assert read_sent(redis.Redis.from_url(other_url)) == {}
+    finally:
+        other.close()

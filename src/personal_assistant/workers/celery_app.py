@@ -21,7 +21,7 @@ from personal_assistant.workers.config import (
     is_redis_url,
 )
 from personal_assistant.workers.constants import PRIORITY_DEFAULT
-from personal_assistant.workers.hooks import HookRegistry, WorkerHook
+from personal_assistant.workers.hooks import HookRegistry, WorkerHook, publishing
 from personal_assistant.workers.schedulers.workflow_hook import WorkflowHook
 from personal_assistant.workers.tasks import TASK_MODULES
 from personal_assistant.workers.tasks.base_tasks import BaseTask
@@ -84,6 +84,12 @@ class WorkerApp(Celery):  # type: ignore[misc]
             # Every task's request records its lifecycle (plain tasks and BaseTask alike).
             self.Task.Request = prometheus_metrics.REQUEST_CLASS
             BaseTask.Request = prometheus_metrics.REQUEST_CLASS
+
+    def send_task(self, *args: Any, **kwargs: Any) -> Any:
+        """Celery's ``send_task`` (every ``apply_async``, retry and chain step goes through it),
+        marked as this app's publish for the hooks that count sends."""
+        with publishing(self):
+            return super().send_task(*args, **kwargs)
 
 
 def create_app(settings: WorkerSettings | None = None) -> WorkerApp:

@@ -10,12 +10,35 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, ClassVar
 
 from celery import signals
 
 logger = logging.getLogger(__name__)
+
+# Celery's signals are process-wide, and the publish signals do not say which app published.
+# A hook that must count only its own app's messages (several apps live in one test process)
+# asks `publishing_app()`: set around each publish by WorkerApp.send_task and the workflow
+# outbox.
+_publishing_app: ContextVar[Any] = ContextVar("pa_publishing_app", default=None)
+
+
+def publishing_app() -> Any:
+    """The app whose message is being published now (None outside a publish)."""
+    return _publishing_app.get()
+
+
+@contextmanager
+def publishing(app: Any) -> Iterator[None]:
+    """Mark what runs inside as ``app``'s publish, for the publish signals' hooks."""
+    token = _publishing_app.set(app)
+    try:
+        yield
+    finally:
+        _publishing_app.reset(token)
 
 
 class WorkerHook:

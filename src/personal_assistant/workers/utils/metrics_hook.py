@@ -21,7 +21,7 @@ from prometheus_client.registry import Collector
 
 from personal_assistant.workers import constants as c
 from personal_assistant.workers.config import is_redis_url
-from personal_assistant.workers.hooks import WorkerHook
+from personal_assistant.workers.hooks import WorkerHook, publishing_app
 from personal_assistant.workers.utils import prometheus_metrics as pm
 from personal_assistant.workers.utils.health_check import (
     HealthServer,
@@ -114,8 +114,10 @@ class SentCountHook(WorkerHook):
     def after_task_publish(
         self, *, task_name: str, headers: dict[str, Any], routing_key: str
     ) -> None:
-        """Count the send (added to Redis in batches, at most a second later)."""
-        counter_for(self.app).count(task_name or str(headers.get("task", "")), routing_key)
+        """Count the send (added to Redis in batches, at most a second later), if it is this
+        app's: the signal fires for every app of the process."""
+        if publishing_app() is self.app:
+            counter_for(self.app).count(task_name or str(headers.get("task", "")), routing_key)
 
     def on_worker_process_shutdown(self) -> None:
         """A pool child exits without running atexit handlers: add its counts first."""
