@@ -140,7 +140,9 @@ def test_cancel_stops_a_running_workflow_before_its_dependents_run(
         tmp_path / "long.yaml",
         {
             "tasks": {
-                "a": {"task": "tests.step", "kwargs": {"name": "a", "seconds": 2.0}, "options": Q},
+                # Long enough that the cancel command (a new process) lands while a runs,
+                # even on a busy machine.
+                "a": {"task": "tests.step", "kwargs": {"name": "a", "seconds": 6.0}, "options": Q},
                 "b": {
                     "task": "tests.step",
                     "kwargs": {"name": "b"},

@@ -173,6 +173,8 @@ def test_a_failed_leaf_fails_the_workflow(
     assert status["tasks"]["c"]["status"] == "upstream_failed"
 
 
+# 10,000 tasks in all: a minute on a quiet day here, more on a busy one.
+@pytest.mark.timeout(360)
 def test_a_fan_in_of_500_upstreams_on_2_workers_dispatches_its_dependent_exactly_once(
     producer_app: WorkerApp,
     redis_client: redis.Redis,
