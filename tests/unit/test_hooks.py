@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from celery import signals
 
-from personal_assistant.workers.hooks import HookRegistry, WorkerHook
+from personal_assistant.workers.hooks import HookRegistry, WorkerHook, publishing
 
 
 class SuccessRecorder(WorkerHook):
@@ -183,3 +183,20 @@ def test_removing_a_hook_from_another_registry_leaves_this_one_connected(
     assert mine.results == ["both", "mine only"]
     assert theirs.results == ["both"]
     assert other.connected_signals() == []
+
+
+def test_a_registry_made_for_an_app_sees_the_publishes_of_that_app_only() -> None:
+    mine, theirs = object(), object()
+    owned = HookRegistry(mine)
+    recorder = PublishRecorder()
+    owned.add(recorder)
+    try:
+        for publisher, name in ((mine, "mine"), (theirs, "theirs"), (None, "unmarked")):
+            if publisher is None:
+                signals.after_task_publish.send(sender=name, headers={}, routing_key="q")
+                continue
+            with publishing(publisher):
+                signals.after_task_publish.send(sender=name, headers={}, routing_key="q")
+    finally:
+        owned.remove(recorder)
+    assert recorder.events == [("after", "mine", "q")]

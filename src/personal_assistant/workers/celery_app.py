@@ -78,7 +78,7 @@ class WorkerApp(Celery):  # type: ignore[misc]
     def __init__(self, settings: WorkerSettings, **kwargs: Any) -> None:
         super().__init__("personal_assistant_workers", include=list(TASK_MODULES), **kwargs)
         self.settings = settings
-        self.hooks = HookRegistry()
+        self.hooks = HookRegistry(self)
         self.config_from_object(build_celery_config(settings))
         if settings.metrics_enabled:
             # Every task's request records its lifecycle (plain tasks and BaseTask alike).

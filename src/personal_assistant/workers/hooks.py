@@ -20,15 +20,11 @@ from celery import signals
 logger = logging.getLogger(__name__)
 
 # Celery's signals are process-wide, and the publish signals do not say which app published.
-# A hook that must count only its own app's messages (several apps live in one test process)
-# asks `publishing_app()`: set around each publish by WorkerApp.send_task and the workflow
-# outbox.
+# WorkerApp.send_task and the workflow outbox mark each publish with its app, and a registry
+# made for an app passes publish signals only to its own hooks (several apps live in one test
+# process; each would stamp and count every other's messages).
+_PUBLISH_METHODS = frozenset({"before_task_publish", "after_task_publish"})
 _publishing_app: ContextVar[Any] = ContextVar("pa_publishing_app", default=None)
-
-
-def publishing_app() -> Any:
-    """The app whose message is being published now (None outside a publish)."""
-    return _publishing_app.get()
 
 
 @contextmanager
@@ -227,7 +223,9 @@ def _signal_adapters() -> dict[str, tuple[Any, Callable[[WorkerHook, dict[str, A
 class HookRegistry:
     """Holds the hooks of one app and dispatches Celery's signals to them, failure-isolated."""
 
-    def __init__(self) -> None:
+    def __init__(self, owner: Any = None) -> None:
+        #: The app whose publishes (only) this registry's hooks see; None: every publish.
+        self.owner = owner
         self._hooks: list[WorkerHook] = []
         self._by_method: dict[str, list[WorkerHook]] = {}
         self._receivers: dict[str, Callable[..., None]] = {}
@@ -273,8 +271,11 @@ class HookRegistry:
         if method in self._receivers:
             return
         signal, call = self._adapters[method]
+        scoped = self.owner is not None and method in _PUBLISH_METHODS
 
         def receiver(**kwargs: Any) -> None:
+            if scoped and _publishing_app.get() is not self.owner:
+                return  # another app's message (or no app's: not ours to stamp or count)
             for hook in tuple(self._by_method.get(method, ())):
                 try:
                     call(hook, kwargs)

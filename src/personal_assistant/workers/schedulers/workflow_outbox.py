@@ -21,6 +21,7 @@ from celery import signals
 from kombu.transport import redis as kombu_redis
 
 from personal_assistant.workers import constants as c
+from personal_assistant.workers.hooks import publishing
 
 
 @dataclass
@@ -96,16 +97,17 @@ def capture(
     properties = {**properties, "priority": route.get("priority", options.get("priority"))}
     # The publish hooks (default priority, publish timestamp) fill in this very message, as
     # they would for send_task; only after_task_publish waits for the commit.
-    signals.before_task_publish.send(
-        sender=name,
-        body=body,
-        exchange="",
-        routing_key=queue,
-        headers=message_headers,
-        properties=properties,
-        declare=[],
-        retry_policy=None,
-    )
+    with publishing(app):
+        signals.before_task_publish.send(
+            sender=name,
+            body=body,
+            exchange="",
+            routing_key=queue,
+            headers=message_headers,
+            properties=properties,
+            declare=[],
+            retry_policy=None,
+        )
     batch = _Capture()
     with app.producer_or_acquire() as producer:
         producer._batch_local.current = batch
@@ -127,12 +129,13 @@ def capture(
     return CapturedPublish(name, queue, batch.sink.commands, message_headers, body)
 
 
-def signal_published(published: CapturedPublish) -> None:
-    """Send Celery's after-publish signal for a message the commit did push."""
-    signals.after_task_publish.send(
-        sender=published.task_name,
-        body=published.body,
-        exchange="",
-        routing_key=published.queue,
-        headers=published.headers,
-    )
+def signal_published(app: Any, published: CapturedPublish) -> None:
+    """Send Celery's after-publish signal, as ``app``'s, for a message the commit did push."""
+    with publishing(app):
+        signals.after_task_publish.send(
+            sender=published.task_name,
+            body=published.body,
+            exchange="",
+            routing_key=published.queue,
+            headers=published.headers,
+        )

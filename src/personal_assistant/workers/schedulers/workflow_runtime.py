@@ -24,7 +24,6 @@ from typing import Any, cast
 import redis
 
 from personal_assistant.workers.config import is_redis_url, state_redis_url
-from personal_assistant.workers.hooks import publishing
 from personal_assistant.workers.schedulers import workflow_commit
 from personal_assistant.workers.schedulers import workflow_outbox as outbox
 from personal_assistant.workers.schedulers import workflow_store as store
@@ -167,9 +166,8 @@ def transition(
         except workflow_commit.ConflictError:
             continue  # someone changed what we read: read again and decide again
         if use_outbox:
-            with publishing(app):
-                for task_id in ready:
-                    outbox.signal_published(captured[task_id])
+            for task_id in ready:
+                outbox.signal_published(app, captured[task_id])
         if counters is not None and counters[0] == 0:
             _end(
                 client,

@@ -21,7 +21,7 @@ from prometheus_client.registry import Collector
 
 from personal_assistant.workers import constants as c
 from personal_assistant.workers.config import is_redis_url
-from personal_assistant.workers.hooks import WorkerHook, publishing_app
+from personal_assistant.workers.hooks import WorkerHook
 from personal_assistant.workers.utils import prometheus_metrics as pm
 from personal_assistant.workers.utils.health_check import (
     HealthServer,
@@ -114,10 +114,8 @@ class SentCountHook(WorkerHook):
     def after_task_publish(
         self, *, task_name: str, headers: dict[str, Any], routing_key: str
     ) -> None:
-        """Count the send (added to Redis in batches, at most a second later), if it is this
-        app's: the signal fires for every app of the process."""
-        if publishing_app() is self.app:
-            counter_for(self.app).count(task_name or str(headers.get("task", "")), routing_key)
+        """Count the send (added to Redis in batches, at most a second later)."""
+        counter_for(self.app).count(task_name or str(headers.get("task", "")), routing_key)
 
     def on_worker_process_shutdown(self) -> None:
         """A pool child exits without running atexit handlers: add its counts first."""
@@ -139,10 +137,9 @@ class MetricsHook(WorkerHook):
         """Main process, before the pool forks: set up everything the children must not run."""
         settings = self.app.settings
         hostname = str(getattr(sender, "hostname", "") or "worker")
-        limit = getattr(sender, "max_tasks_per_child", None)
+        # The worker's own limit: the command line's, else worker_max_tasks_per_child.
         recorder = pm.TaskMetricsRecorder(
-            hostname,
-            max_tasks_per_child=limit or self.app.conf.worker_max_tasks_per_child,
+            hostname, max_tasks_per_child=getattr(sender, "max_tasks_per_child", None)
         )
         pm.install_recorder(recorder)
         broker_url = str(self.app.conf.broker_url)

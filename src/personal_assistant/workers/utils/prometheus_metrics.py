@@ -34,6 +34,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
+from math import inf
 from typing import Any
 
 from celery.worker.request import Request
@@ -125,8 +126,7 @@ class TaskMetricsRecorder:
         self._ended.append((series, status, runtime, wait, pid))
         due = len(self._ended) >= SETTLE_AFTER_TASKS or time.monotonic() >= self._settle_due
         if pid and self.max_tasks_per_child:
-            ends = self._ends_per_child.get(pid, 0) + 1
-            self._ends_per_child[pid] = ends
+            ends = self._ends_per_child[pid] = self._ends_per_child.get(pid, 0) + 1
             due = due or ends >= self.max_tasks_per_child  # it exits now: read it first
         if due:
             self.settle()
@@ -142,14 +142,11 @@ class TaskMetricsRecorder:
                 by_child.setdefault(ended[4], []).append(ended)
             for pid, tasks in by_child.items():
                 usage = self.usage.end(pid) if pid else None
-                if pid and (usage is None or self._at_last_task(pid)):
+                last = self._ends_per_child.get(pid or 0, 0) >= (self.max_tasks_per_child or inf)
+                if pid and (usage is None or last):
                     self._ends_per_child.pop(pid, None)  # gone, or about to go
                     self.usage.forget(pid)
                 self._charge(tasks, usage)
-
-    def _at_last_task(self, pid: int) -> bool:
-        limit = self.max_tasks_per_child
-        return bool(limit) and self._ends_per_child.get(pid, 0) >= (limit or 0)
 
     def _charge(self, tasks: list[_Ended], usage: tuple[float, int] | None) -> None:
         cpu, rss = usage if usage is not None else (None, None)
