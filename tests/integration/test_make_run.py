@@ -4,6 +4,7 @@ and Ctrl-C stops it all."""
 from __future__ import annotations
 
 import ast
+import os
 import signal
 import subprocess
 import sys
@@ -40,9 +41,13 @@ def supervisor(run_env: dict[str, str], tmp_path: Path) -> Iterator[subprocess.P
         stderr=subprocess.STDOUT,
     )
     yield process
-    if process.poll() is None:
-        process.kill()
-        process.wait()
+    if process.poll() is None:  # the test failed midway: stop it as Ctrl-C does, then harder
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
     log.close()
 
 
@@ -76,10 +81,25 @@ def test_make_run_serves_ping_and_call_then_stops_cleanly_on_ctrl_c(
     assert ast.literal_eval(result.stdout.strip())["queue"] == "ai_tasks"
     assert (tmp_path / "var" / "redis").is_dir()  # the private broker keeps its data here
 
+    # The worker's main process dies (the OOM killer, say): make run starts it again.
+    found = subprocess.check_output(["pgrep", "-P", str(supervisor.pid), "-f", "celery"])
+    worker_pid = int(found.split()[0])
+    os.kill(worker_pid, signal.SIGKILL)
+    log = tmp_path / "run.log"
+    wait_for(lambda: "killed by SIGKILL" in log.read_text(), timeout=30)
+    assert "restarting in 1s" in log.read_text()
+    wait_for(
+        lambda: celery(run_env, "inspect", "ping", "--timeout", "2").returncode == 0,
+        timeout=90,
+        interval=1,
+    )
+    # Nothing of the killed worker is left: its pool child and its embedded beat went with it.
+    assert subprocess.run(["pgrep", "-s", str(worker_pid)], check=False).returncode == 1
+
     supervisor.send_signal(signal.SIGINT)
     assert supervisor.wait(timeout=90) == 0
     with pytest.raises(redis.ConnectionError):
         redis.Redis.from_url(url, socket_connect_timeout=1).ping()
-    log = (tmp_path / "run.log").read_text()
-    assert "started a private Redis" in log
-    assert "stopped the private Redis" in log
+    logged = log.read_text()
+    assert "started a private Redis" in logged
+    assert "stopped the private Redis" in logged

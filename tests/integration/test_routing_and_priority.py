@@ -9,7 +9,7 @@ import pytest
 import redis
 
 from personal_assistant.workers import constants as c
-from personal_assistant.workers.broker_transport import redis_list_names
+from personal_assistant.workers.broker.priority import redis_list_names
 from personal_assistant.workers.celery_app import WorkerApp
 from tests.support.waiting import wait_for
 from tests.support.worker import WorkerProcess

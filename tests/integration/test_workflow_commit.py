@@ -9,7 +9,7 @@ import pytest
 import redis
 
 from personal_assistant.workers import constants as c
-from personal_assistant.workers.broker_transport import redis_list_names
+from personal_assistant.workers.broker.priority import redis_list_names
 from personal_assistant.workers.celery_app import WorkerApp
 from personal_assistant.workers.schedulers import workflow_runtime as runtime
 from personal_assistant.workers.schedulers.dependency_scheduler import DependencyScheduler

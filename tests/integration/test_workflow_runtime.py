@@ -15,7 +15,7 @@ import pytest
 import redis
 
 from personal_assistant.workers import constants as c
-from personal_assistant.workers.broker_transport import redis_list_names
+from personal_assistant.workers.broker.priority import redis_list_names
 from personal_assistant.workers.celery_app import WorkerApp
 from personal_assistant.workers.schedulers import workflow_runtime as runtime
 from personal_assistant.workers.schedulers.trigger_rules import Status
@@ -123,7 +123,7 @@ def test_a_published_dependent_carries_its_workflow_headers_and_priority(
     assert isinstance(message["headers"]["pa_published_at"], float)  # queue wait is measurable
     body = json.loads(base64.b64decode(message["body"]))
     assert body[0] == [] and body[1] == {}
-    # Priority 8 is stored in the bucket served second (broker_transport.py).
+    # Priority 8 is stored in the bucket served second (broker/priority.py).
     assert redis_client.llen(redis_list_names(c.FILE_QUEUE)[1]) == 1
 
 

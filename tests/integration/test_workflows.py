@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import cast
 
 import pytest
 import redis
@@ -18,37 +18,9 @@ from personal_assistant.workers.schedulers.dependency_scheduler import (
 from personal_assistant.workers.schedulers.workflow_definition import WorkflowValidationError
 from tests.support.waiting import wait_for
 from tests.support.worker import WorkerProcess
+from tests.support.workflow_steps import Q, finished, ran, step
 
 pytestmark = pytest.mark.integration
-
-Q = {"queue": c.MAINTENANCE_QUEUE}
-
-
-def step(name: str, *depends_on: str, **extra: Any) -> dict[str, Any]:
-    """A task of the test workflow: runs tests.step with its own name."""
-    kwargs = {"name": name, **extra.pop("kwargs", {})}
-    return {
-        "task": "tests.step",
-        "kwargs": kwargs,
-        "depends_on": list(depends_on),
-        "options": Q,
-        **extra,
-    }
-
-
-def ran(client: redis.Redis) -> list[str]:
-    return [raw.decode() for raw in cast("list[bytes]", client.lrange("wf:ran", 0, -1))]
-
-
-def finished(app: WorkerApp, workflow_id: str, timeout: float = 60) -> dict[str, Any]:
-    return cast(
-        dict[str, Any],
-        wait_for(
-            lambda: (s := workflow_status(workflow_id, app=app))["state"] != "running" and s,
-            timeout=timeout,
-            interval=0.1,
-        ),
-    )
 
 
 def test_a_diamond_runs_each_task_once_after_its_dependencies(

@@ -27,11 +27,16 @@ def redis_server_binary() -> str:
 
 
 class RedisServer:
-    """A redis-server process owned by the test session (no persistence, loopback only)."""
+    """A redis-server process owned by the test session (loopback only).
 
-    def __init__(self, workdir: Path) -> None:
+    No persistence by default; ``appendfsync`` turns the AOF on with that fsync policy
+    (``always`` or ``everysec``), for tests that restart the server under load.
+    """
+
+    def __init__(self, workdir: Path, *, appendfsync: str | None = None) -> None:
         self.workdir = workdir
         self.port = free_port()
+        self.appendfsync = appendfsync
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -52,7 +57,9 @@ class RedisServer:
                 "--save",
                 "",
                 "--appendonly",
-                "no",
+                "yes" if self.appendfsync else "no",
+                "--appendfsync",
+                self.appendfsync or "everysec",
                 "--dir",
                 str(self.workdir),
                 "--maxmemory-policy",
@@ -74,8 +81,14 @@ class RedisServer:
         self.stop()
         raise RuntimeError(f"redis-server did not answer on port {self.port}")
 
+    def kill(self) -> None:
+        """SIGKILL the server (what the AOF's fsync policy has not written is lost)."""
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
     def stop(self) -> None:
-        """Stop the server (it keeps nothing on disk)."""
+        """Stop the server (SIGTERM: it writes its AOF and exits)."""
         if self.process and self.process.poll() is None:
             self.process.terminate()
             try:

@@ -5,6 +5,7 @@ Shared tasks, so every app (the worker's and each test's producer app) knows the
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import time
@@ -12,14 +13,23 @@ from typing import Any
 
 import redis
 from celery import shared_task
+from celery.exceptions import SoftTimeLimitExceeded
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 from personal_assistant.workers.config import get_settings
 from personal_assistant.workers.tasks.base_tasks import BaseTask
 from personal_assistant.workers.utils.error_handling import PermanentError, TransientError
 
 
+@functools.lru_cache(maxsize=1)
 def _redis() -> redis.Redis:
-    return redis.Redis.from_url(get_settings().celery_broker_url)
+    # Retries through a broker restart (tests restart Redis under load), up to about 10 s.
+    return redis.Redis.from_url(
+        get_settings().celery_broker_url,
+        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=30),
+        retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+    )
 
 
 @shared_task(base=BaseTask, bind=True, name="tests.record")
@@ -107,3 +117,26 @@ def fail_now(self: BaseTask, key: str) -> None:
     """Fail at once, recording the moment of failure (alert latency benchmark)."""
     _redis().set(f"failed_at:{key}", repr(time.time()))
     raise PermanentError(f"{key} failed")
+
+
+@shared_task(base=BaseTask, bind=True, name="tests.count")
+def count(self: BaseTask, i: int, hold: float = 0.0) -> int:
+    """Count one run of task ``i`` in the hash ``chaos:runs`` (after holding ``hold`` s)."""
+    if hold:
+        time.sleep(hold)
+    _redis().hincrby("chaos:runs", str(i), 1)
+    return i
+
+
+@shared_task(base=BaseTask, bind=True, name="tests.stubborn")
+def stubborn(self: BaseTask, key: str, seconds: float) -> str:
+    """Sleep ``seconds``, ignoring the soft time limit (so only the hard limit stops it)."""
+    client = _redis()
+    client.rpush(f"started:{key}", os.getpid())
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            time.sleep(left)
+        except SoftTimeLimitExceeded:
+            client.rpush(f"soft:{key}", os.getpid())
+    return key

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from personal_assistant.workers import constants as c
-from personal_assistant.workers.broker_transport import TRANSPORT_PATH
+from personal_assistant.workers.broker.transport import TRANSPORT_PATH
 from personal_assistant.workers.celery_app import create_app
 from personal_assistant.workers.celery_config import build_celery_config
 from personal_assistant.workers.config import is_redis_url, load_settings

@@ -12,6 +12,8 @@ from typing import Any
 
 from celery import Celery
 
+from personal_assistant.workers.broker.request import REQUEST_PATH
+from personal_assistant.workers.broker.safety import BrokerSafetyHook
 from personal_assistant.workers.celery_config import build_celery_config
 from personal_assistant.workers.config import (
     ConfigError,
@@ -80,10 +82,11 @@ class WorkerApp(Celery):  # type: ignore[misc]
         self.settings = settings
         self.hooks = HookRegistry(self)
         self.config_from_object(build_celery_config(settings))
-        if settings.metrics_enabled:
-            # Every task's request records its lifecycle (plain tasks and BaseTask alike).
-            self.Task.Request = prometheus_metrics.REQUEST_CLASS
-            BaseTask.Request = prometheus_metrics.REQUEST_CLASS
+        # Every task's request (plain tasks and BaseTask alike): put back when cancelled on a
+        # lost connection, and with metrics on, recording its lifecycle.
+        request = prometheus_metrics.REQUEST_CLASS if settings.metrics_enabled else REQUEST_PATH
+        self.Task.Request = request
+        BaseTask.Request = request
 
     def send_task(self, *args: Any, **kwargs: Any) -> Any:
         """Celery's ``send_task`` (every ``apply_async``, retry and chain step goes through it),
@@ -98,6 +101,7 @@ def create_app(settings: WorkerSettings | None = None) -> WorkerApp:
     new_app.hooks.add(MaskSecretsHook())
     new_app.hooks.add(DefaultPriorityHook())
     new_app.hooks.add(WorkflowHook(new_app))
+    new_app.hooks.add(BrokerSafetyHook(new_app))
     if new_app.settings.metrics_enabled:
         new_app.hooks.add(PublishTimestampHook())
         if is_redis_url(str(new_app.conf.broker_url)):

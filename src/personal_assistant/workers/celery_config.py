@@ -7,7 +7,7 @@ Corrections of the seed, each for a reason (DESIGN.md section 4):
 - ``visibility_timeout`` above the hard time limit, the longest countdown and the longest retry
   delay, the same for broker and result backend; otherwise Redis delivers those messages twice.
 - Priorities with ``queue_order_strategy=priority`` and ten steps, through a transport that makes
-  a higher number run first (broker_transport.py), as the seed means.
+  a higher number run first (broker/priority.py), as the seed means.
 - No task events by default: they cost about a quarter of throughput and only Flower reads them;
   our metrics come from in-process hooks (WORKER_SEND_TASK_EVENTS turns them on).
 - No gzip: messages are a few hundred bytes, and compressing them costs CPU on every publish.
@@ -18,7 +18,9 @@ from __future__ import annotations
 from typing import Any
 
 from personal_assistant.workers import constants as c
-from personal_assistant.workers.broker_transport import PRIORITY_STEPS, TRANSPORT_PATH
+from personal_assistant.workers.broker.intake import CONSUMER_PATH
+from personal_assistant.workers.broker.priority import PRIORITY_STEPS, PRIORITY_TRANSPORT_PATH
+from personal_assistant.workers.broker.transport import TRANSPORT_PATH
 from personal_assistant.workers.config import WorkerSettings, is_redis_url
 from personal_assistant.workers.routing import task_queues, task_routes
 from personal_assistant.workers.schedulers.base_scheduler import build_beat_schedule
@@ -39,6 +41,10 @@ def build_celery_config(settings: WorkerSettings) -> dict[str, Any]:
         "broker_url": settings.celery_broker_url,
         "result_backend": settings.result_backend_url,
         "broker_connection_retry_on_startup": True,
+        # Reconnect for as long as it takes (Celery gives up after 100 tries, about an hour of
+        # back-off, and the worker exits): a broker outage must not need a person to restart
+        # every worker. Connection errors are logged on every try.
+        "broker_connection_max_retries": None,
         # Serialisation: JSON only.
         "task_serializer": "json",
         "result_serializer": "json",
@@ -59,12 +65,16 @@ def build_celery_config(settings: WorkerSettings) -> dict[str, Any]:
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "task_acks_on_failure_or_timeout": True,
+        # A task running when the broker connection drops is stopped and put back on its
+        # queue when the worker reconnects (broker/transport.py), not finished unacknowledged.
         "worker_cancel_long_running_tasks_on_connection_loss": True,
         "task_time_limit": settings.task_time_limit,
         "task_soft_time_limit": settings.task_soft_time_limit,
         "task_track_started": settings.task_track_started,
         "result_expires": RESULT_EXPIRES_S,
         "result_backend_transport_options": {"visibility_timeout": visibility},
+        # Messages no worker can run are dead-lettered, not dropped (broker/intake.py).
+        "worker_consumer": CONSUMER_PATH,
         # Worker: one message reserved per process, so a long task never holds others hostage.
         "worker_prefetch_multiplier": 1,
         "worker_concurrency": settings.worker_concurrency,
@@ -81,12 +91,19 @@ def build_celery_config(settings: WorkerSettings) -> dict[str, Any]:
         "beat_max_loop_interval": c.BEAT_MAX_LOOP_INTERVAL_S,
     }
     if is_redis_url(settings.celery_broker_url):
-        config["broker_transport"] = TRANSPORT_PATH
+        config["broker_transport"] = (
+            TRANSPORT_PATH if settings.broker_reliable_fetch else PRIORITY_TRANSPORT_PATH
+        )
         config["broker_transport_options"] = {
             "visibility_timeout": visibility,
             "queue_order_strategy": "priority",
             "priority_steps": PRIORITY_STEPS,
             "unacked_restore_interval": settings.unacked_restore_interval,
             "unacked_restore_throttle": settings.unacked_restore_throttle,
+            # The reliable fetch (broker/transport.py): the same liveness rule as the workers'
+            # own (a consumer silent for WORKER_DOWN_AFTER is dead; its messages go back).
+            "max_message_bytes": settings.broker_max_message_bytes,
+            "consumer_dead_after": settings.worker_down_after,
+            "consumer_beat_interval": settings.worker_heartbeat_interval,
         }
     return config

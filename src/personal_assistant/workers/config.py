@@ -127,6 +127,11 @@ class WorkerSettings(BaseSettings):
     # every interval x throttle seconds (kombu's defaults, 10 x 10). Tests lower both.
     unacked_restore_interval: int = Field(default=10, ge=1)
     unacked_restore_throttle: int = Field(default=10, ge=1)
+    # false: kombu's own BRPOP fetch, which can lose a message when a worker dies (kept only
+    # to measure the reliable fetch against it; see broker/transport.py).
+    broker_reliable_fetch: bool = True
+    # Messages larger than this are dead-lettered by the fetch, never handed to a worker.
+    broker_max_message_bytes: int = Field(default=c.BROKER_MAX_MESSAGE_BYTES, ge=1024)
     task_max_retries: int = Field(default=c.TASK_MAX_RETRIES, ge=0)
     retry_backoff_base: float = Field(default=c.RETRY_BACKOFF_BASE_S, gt=0)
     retry_backoff_max: float = Field(default=c.RETRY_BACKOFF_MAX_S, gt=0)

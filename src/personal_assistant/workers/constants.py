@@ -27,7 +27,7 @@ DEFAULT_QUEUE: Final = MAINTENANCE_QUEUE
 # --- Priorities -------------------------------------------------------------------------------
 # Everywhere in this project a higher number runs first, as the seed means it and as RabbitMQ
 # does. Kombu's Redis transport does the opposite (0 is its highest bucket); our broker transport
-# (broker_transport.py) flips the bucket choice so the same numbers mean the same on both.
+# (broker/priority.py) flips the bucket choice so the same numbers mean the same on both.
 PRIORITY_MIN: Final = 0
 PRIORITY_MAX: Final = 9  # Redis keeps ten lists per queue; RabbitMQ gets x-max-priority=9.
 # Messages published without a priority get this one, so they neither jump nor starve the queue.
@@ -53,6 +53,16 @@ MAX_COUNTDOWN_S: Final = 3600
 # Redis visibility timeout: above the hard time limit and the longest countdown (acks_late
 # messages stay unacked while they wait or run), with a 20 % margin for clock skew and queueing.
 VISIBILITY_TIMEOUT_S: Final = int(max(TASK_TIME_LIMIT_S, MAX_COUNTDOWN_S) * 1.2)
+
+# --- Broker ---------------------------------------------------------------------------------
+# The largest message a worker accepts. Task messages are a few hundred bytes; the largest
+# legitimate ones carry an AI prompt with its context (128k tokens is about 0.5 MB of text,
+# two thirds more once kombu base64-encodes the body). Anything larger belongs in storage,
+# passed by reference. Past it, the fetch dead-letters the message instead of handing megabytes
+# to the worker's main process.
+BROKER_MAX_MESSAGE_BYTES: Final = 4 * 1024 * 1024
+# Redis 7: the fetch scripts declare ``allow-oom`` so a full server can still be drained.
+REDIS_MIN_VERSION: Final = (7, 0)
 
 # --- Retries ----------------------------------------------------------------------------------
 # Five retries with doubling delays span about a minute of base delay before jitter

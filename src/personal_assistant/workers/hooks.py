@@ -24,6 +24,9 @@ logger = logging.getLogger(__name__)
 # made for an app passes publish signals only to its own hooks (several apps live in one test
 # process; each would stamp and count every other's messages).
 _PUBLISH_METHODS = frozenset({"before_task_publish", "after_task_publish"})
+# Hook methods for the project's own events, which no Celery signal carries: components call
+# them through HookRegistry.emit.
+_DIRECT_METHODS = ("on_message_rejected",)
 _publishing_app: ContextVar[Any] = ContextVar("pa_publishing_app", default=None)
 
 
@@ -94,6 +97,12 @@ class WorkerHook:
 
     def on_task_rejected(self, *, message: Any, exc: Any) -> None:
         """A message was rejected (unknown task, bad content)."""
+
+    def on_message_rejected(
+        self, *, reason: str, task_name: str, queue: str, task_id: str | None
+    ) -> None:
+        """The worker rejected a message it cannot run (broker/intake.py), dead-lettering it;
+        ``reason`` is one of broker/poison.py's REASONS."""
 
     def on_worker_init(self, *, sender: Any) -> None:
         """The worker's main process is starting (before the pool)."""
@@ -243,11 +252,20 @@ class HookRegistry:
             if hook in self._hooks:
                 return hook
             self._hooks.append(hook)
-            for method in self._adapters:
+            for method in (*self._adapters, *_DIRECT_METHODS):
                 if getattr(type(hook), method) is not getattr(WorkerHook, method):
                     self._by_method.setdefault(method, []).append(hook)
-                    self._connect(method)
+                    if method in self._adapters:
+                        self._connect(method)
         return hook
+
+    def emit(self, method: str, **kwargs: Any) -> None:
+        """Call ``method`` of every hook that overrides it (a project event; failure-isolated)."""
+        for hook in tuple(self._by_method.get(method, ())):
+            try:
+                getattr(hook, method)(**kwargs)
+            except Exception:
+                logger.exception("hook %s.%s failed; worker unaffected", hook.name, method)
 
     def remove(self, hook: WorkerHook) -> None:
         """Unregister ``hook``; signals nobody listens to any more are disconnected."""
@@ -260,8 +278,9 @@ class HookRegistry:
                     hooks.remove(hook)
                 if not hooks:
                     del self._by_method[method]
-                    signal, _ = self._adapters[method]
-                    signal.disconnect(self._receivers.pop(method))
+                    if method in self._receivers:
+                        signal, _ = self._adapters[method]
+                        signal.disconnect(self._receivers.pop(method))
 
     def connected_signals(self) -> list[str]:
         """Names of the hook methods whose signals are connected now (for tests and ``status``)."""

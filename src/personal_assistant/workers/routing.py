@@ -1,7 +1,7 @@
 """Queues and routes: each domain module's tasks go to the domain's queue, at its priority.
 
 Priorities follow the seed's intent (higher runs first; see constants.py and
-broker_transport.py). A route's priority is a default: a caller's ``priority=`` wins.
+broker/priority.py). A route's priority is a default: a caller's ``priority=`` wins.
 Priorities order messages *within* a queue; queues themselves are served by their own workers.
 """
 

@@ -11,7 +11,7 @@ import pytest
 import redis
 
 from personal_assistant.workers import constants as c
-from personal_assistant.workers.broker_transport import redis_bucket_for, redis_list_names
+from personal_assistant.workers.broker.priority import redis_bucket_for, redis_list_names
 from personal_assistant.workers.utils.error_handling import DeadLetter, DeadLetterQueue
 from tests.support.worker import APP, worker_env
 

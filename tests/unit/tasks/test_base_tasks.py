@@ -14,7 +14,7 @@ import redis
 from celery import Celery
 
 from personal_assistant.workers import constants as c
-from personal_assistant.workers.broker_transport import redis_list_names
+from personal_assistant.workers.broker.priority import redis_list_names
 from personal_assistant.workers.celery_app import WorkerApp
 from personal_assistant.workers.tasks import base_tasks, file_tasks
 from personal_assistant.workers.tasks.base_tasks import BaseTask, backoff_delay

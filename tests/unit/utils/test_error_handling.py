@@ -14,7 +14,7 @@ import pytest
 import redis
 
 from personal_assistant.workers import constants as c
-from personal_assistant.workers.broker_transport import redis_bucket_for, redis_list_names
+from personal_assistant.workers.broker.priority import redis_bucket_for, redis_list_names
 from personal_assistant.workers.celery_app import WorkerApp
 from personal_assistant.workers.utils.error_handling import (
     DeadLetter,

@@ -14,7 +14,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from personal_assistant.workers import constants as c
-from personal_assistant.workers.broker_transport import redis_bucket_for, redis_list_names
+from personal_assistant.workers.broker.priority import redis_bucket_for, redis_list_names
 from personal_assistant.workers.celery_app import WorkerApp
 from personal_assistant.workers.utils.task_monitoring import (
     BeatLiveness,

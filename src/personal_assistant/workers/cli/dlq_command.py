@@ -14,7 +14,11 @@ from rich.console import Console
 from rich.table import Table
 
 from personal_assistant.workers.config import state_redis_url
-from personal_assistant.workers.utils.error_handling import DeadLetterNotFound, DeadLetterQueue
+from personal_assistant.workers.utils.error_handling import (
+    DeadLetterNotFound,
+    DeadLetterQueue,
+    NotReplayable,
+)
 
 
 def _queue(ctx: click.Context) -> DeadLetterQueue:
@@ -64,7 +68,8 @@ def list_letters(ctx: click.Context, limit: int, as_json: bool) -> None:
             _when(letter.failed_at),
             letter.task_name,
             _short([letter.args, letter.kwargs]),
-            f"{letter.exception_type}: {letter.exception}"[:80],
+            (f"rejected, {letter.reason}" if letter.reason else letter.exception_type)
+            + f": {letter.exception}"[:80],
             letter.queue or "-",
             str(letter.retries),
         )
@@ -89,16 +94,21 @@ def show_letter(ctx: click.Context, letter_id: str) -> None:
 def replay_letters(ctx: click.Context, letter_ids: tuple[str, ...]) -> None:
     """Send the tasks again, to their first queue and priority; replayed entries leave the DLQ."""
     queue = _queue(ctx)
-    missing = []
+    missing: list[str] = []
+    refused: list[str] = []
     for letter_id in letter_ids:
         try:
             new_id = queue.replay(letter_id, ctx.obj.app)
         except DeadLetterNotFound:
             missing.append(letter_id)
             continue
+        except NotReplayable as exc:
+            refused.append(str(exc))
+            continue
         click.echo(f"replayed {letter_id} as task {new_id}")
-    if missing:
-        raise click.ClickException(f"no dead letter with id {', '.join(missing)}")
+    problems = refused + ([f"no dead letter with id {', '.join(missing)}"] if missing else [])
+    if problems:
+        raise click.ClickException("; ".join(problems))
 
 
 @dlq.command(name="purge")

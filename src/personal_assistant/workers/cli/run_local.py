@@ -5,10 +5,17 @@ SCHEDULER_ENABLED), against CELERY_BROKER_URL. When no broker answers there and 
 this machine, it starts a private ``redis-server`` (persistence on, data under DATA_DIR/redis)
 and stops it on exit. Children run in their own sessions, so Ctrl-C reaches only this supervisor,
 which then stops them in order: the worker first (warm shutdown), then Redis.
+
+A worker whose main process dies (an unrecoverable error, the OOM killer) is started again,
+after 1 s, then 2, 4, ... up to a minute while it keeps dying young; a worker that ran for
+a minute starts again after 1 s. Each restart is logged with the exit status. A worker that
+exits because its configuration is wrong (exit code 2 or 78) is not restarted: it would fail
+the same way; nor is one that stopped cleanly (exit code 0, ``celery control shutdown``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -36,6 +43,12 @@ LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 # Celery's warm shutdown waits for running tasks; past this, the supervisor stops waiting.
 WORKER_STOP_TIMEOUT_S = 60.0
 REDIS_START_TIMEOUT_S = 15.0
+# Restart back-off: doubling from 1 s to a minute; a worker that lived a minute starts over.
+RESTART_FIRST_DELAY_S = 1.0
+RESTART_MAX_DELAY_S = 60.0
+RESTART_STABLE_AFTER_S = 60.0
+# Exit codes that mean "your configuration is wrong" (usage error, sysexits EX_CONFIG).
+CONFIG_EXIT_CODES = frozenset({2, 78})
 
 
 def broker_answers(url: str, timeout: float = 1.0) -> bool:
@@ -178,17 +191,50 @@ class Supervisor:
         try:
             self.ensure_broker()
             command = worker_command(self.settings)
-            logger.info("starting: %s", " ".join(command[1:]))
-            self.worker = subprocess.Popen(  # noqa: S603 - argv built here, no shell
-                command, start_new_session=True, env=os.environ.copy()
-            )
-            while self.worker.poll() is None:
-                time.sleep(0.2)
-            return 0 if self.stopping else int(self.worker.returncode or 0)
+            delay = RESTART_FIRST_DELAY_S
+            while True:
+                code, lived = self._run_worker(command)
+                if self.stopping or code == 0:
+                    return 0  # stopped on purpose (Ctrl-C here, or `celery control shutdown`)
+                if code in CONFIG_EXIT_CODES:
+                    logger.error("the worker exited with %d (configuration): not restarted", code)
+                    return code
+                delay = RESTART_FIRST_DELAY_S if lived >= RESTART_STABLE_AFTER_S else delay
+                logger.warning(
+                    "the worker exited (%s) after %.0fs; restarting in %.0fs",
+                    describe_exit(code),
+                    lived,
+                    delay,
+                )
+                if self._sleep(delay):
+                    return 0
+                delay = min(delay * 2, RESTART_MAX_DELAY_S)
         finally:
             self._stop_worker()
             if self.redis is not None:
                 self.redis.stop()
+
+    def _run_worker(self, command: list[str]) -> tuple[int, float]:
+        """Run the worker until it exits; return its exit code and how long it lived."""
+        logger.info("starting: %s", " ".join(command[1:]))
+        started = time.monotonic()
+        self.worker = subprocess.Popen(  # noqa: S603 - argv built here, no shell
+            command, start_new_session=True, env=os.environ.copy()
+        )
+        while self.worker.poll() is None:
+            time.sleep(0.2)
+        # A main process that died leaves its pool children and its embedded beat behind (they
+        # are in its session): stop them, or the next start would run a second beat.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.worker.pid, signal.SIGKILL)
+        return int(self.worker.returncode or 0), time.monotonic() - started
+
+    def _sleep(self, seconds: float) -> bool:
+        """Wait, waking early on Ctrl-C; True when stopping."""
+        deadline = time.monotonic() + seconds
+        while not self.stopping and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return self.stopping
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         if self.stopping:
@@ -210,6 +256,16 @@ class Supervisor:
         except subprocess.TimeoutExpired:
             self.worker.kill()
             self.worker.wait()
+
+
+def describe_exit(code: int) -> str:
+    """How a child ended, in words: ``exit code 1`` or ``killed by SIGKILL``."""
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
 
 
 def main() -> int:

@@ -77,6 +77,15 @@ class DeadLetter:
     hostname: str | None = None
     failed_at: float = field(default_factory=time.time)
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    #: Set when the worker rejected the message before running it (broker/poison.py): why,
+    #: and the message as received. Such an entry is never replayed (the message cannot run).
+    reason: str | None = None
+    raw: str | None = None
+
+    @property
+    def replayable(self) -> bool:
+        """False for a rejected message: sending it again would be rejected again."""
+        return self.reason is None
 
     def to_json(self) -> str:
         """Serialise as JSON (args that JSON cannot hold are stored as their repr)."""
@@ -91,6 +100,17 @@ class DeadLetter:
 
 class DeadLetterNotFound(KeyError):
     """No dead letter has that id (never existed, purged, or already replayed)."""
+
+
+class NotReplayable(ValueError):
+    """The dead letter is a message the worker rejected: it would be rejected again."""
+
+    def __init__(self, letter: DeadLetter) -> None:
+        super().__init__(
+            f"dead letter {letter.id} is a rejected message ({letter.reason}), not a failed "
+            "task: fix its producer and purge it"
+        )
+        self.letter = letter
 
 
 # Add an entry and drop the oldest beyond the bound, in one step so concurrent failures on many
@@ -146,6 +166,8 @@ class DeadLetterQueue:
         """Store ``letter``; return its id."""
         letter.traceback = _clip(letter.traceback)
         letter.exception = _clip(letter.exception)
+        if letter.raw is not None:
+            letter.raw = _clip(letter.raw)
         self._add(
             keys=[self.key, self.index_key],
             args=[letter.id, letter.to_json(), letter.failed_at, self.max_entries],
@@ -182,6 +204,9 @@ class DeadLetterQueue:
         if raw is None:
             raise DeadLetterNotFound(letter_id)
         letter = DeadLetter.from_json(raw)
+        if not letter.replayable:
+            self.add(letter)
+            raise NotReplayable(letter)
         options: dict[str, Any] = {}
         if letter.queue:
             options["queue"] = letter.queue

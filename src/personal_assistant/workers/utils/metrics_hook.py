@@ -192,6 +192,15 @@ class MetricsHook(WorkerHook):
         except redis.RedisError:
             logger.warning("could not write the task snapshot", exc_info=True)
 
+    def on_message_rejected(
+        self, *, reason: str, task_name: str, queue: str, task_id: str | None
+    ) -> None:
+        """Count a message the worker dead-lettered without running it."""
+        recorder = pm.current_recorder()
+        if recorder is not None:
+            series = recorder.series(task_name, queue)
+            series.rejected[reason] = series.rejected.get(reason, 0) + 1
+
     def on_worker_process_init(self) -> None:
         """A pool child: it records nothing (the parent does) and serves nothing."""
         pm.install_recorder(None)

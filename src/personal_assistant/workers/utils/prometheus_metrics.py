@@ -42,6 +42,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from personal_assistant.workers.broker.request import DeliveryRequest
 from personal_assistant.workers.utils.child_usage import ChildUsage
 from personal_assistant.workers.utils.metrics import MetricsCollector
 from personal_assistant.workers.utils.task_series import TaskSeries, TaskSeriesCollector
@@ -169,6 +170,8 @@ class TaskMetricsRecorder:
 
 
 _recorder: TaskMetricsRecorder | None = None
+# Failures that are time limits, for the alerts' task_timeout (the soft limit ends a task too).
+TIME_LIMIT_ERRORS = ("TimeLimitExceeded", "SoftTimeLimitExceeded")
 # How each end event reads in the collector's (the seed's) vocabulary.
 _COLLECTOR_STATUS = {
     "task-succeeded": "completed",
@@ -190,7 +193,7 @@ def current_recorder() -> TaskMetricsRecorder | None:
     return _recorder
 
 
-class MetricsRequest(Request):  # type: ignore[misc]
+class MetricsRequest(DeliveryRequest):
     """Celery's request, recording its lifecycle events into the process's recorder.
 
     Runs in the worker's main process: that is where every outcome arrives (see module doc).
@@ -261,16 +264,23 @@ class MetricsRequest(Request):  # type: ignore[misc]
             recorder.task_started(series, wait, self.worker_pid)
             return
         error = None
+        if type_ == "task-failed":
+            # Celery reports a hard time limit twice (the pool's error callback, then
+            # on_timeout): the first report is the task's end, the second is not counted.
+            if getattr(self, "_metrics_failed", False):
+                return
+            self._metrics_failed = True
         if type_ == "task-succeeded":
             series.succeeded += 1
         elif type_ == "task-failed":
-            error = str(fields.get("exception", ""))
+            error = self._failure_text(fields)
             exception = error.split("(", 1)[0] or "Exception"
             series.failed[exception] = series.failed.get(exception, 0) + 1
         elif type_ == "task-retried":
             series.retried += 1
         elif type_ == "task-rejected":
-            series.rejected += 1
+            reason = "requeued" if fields.get("requeue") else "rejected"
+            series.rejected[reason] = series.rejected.get(reason, 0) + 1
         elif type_ == "task-revoked":
             series.revoked += 1
         else:
@@ -290,6 +300,20 @@ class MetricsRequest(Request):  # type: ignore[misc]
         if recorder.listeners and type_ in ("task-failed", "task-succeeded"):
             self._notify(recorder, series.labels, type_, fields, error)
 
+    def on_failure(self, exc_info: Any, send_failed_event: bool = True, **kw: Any) -> Any:
+        """Celery's failure handler; the exception is kept for the metric's label first."""
+        self._failure_exc = _unwrapped(getattr(exc_info, "exception", None))
+        return super().on_failure(exc_info, send_failed_event=send_failed_event, **kw)
+
+    def _failure_text(self, fields: dict[str, Any]) -> str:
+        # The pool reports an exception that crossed the process boundary wrapped in
+        # billiard's ExceptionWithTraceback; the label and the alerts need the real one.
+        text = str(fields.get("exception", ""))
+        real = getattr(self, "_failure_exc", None)
+        if text.startswith("ExceptionWithTraceback") and real is not None:
+            return f"{type(real).__name__}({real})"
+        return text
+
     def _notify(
         self,
         recorder: TaskMetricsRecorder,
@@ -306,7 +330,7 @@ class MetricsRequest(Request):  # type: ignore[misc]
         }
         if type_ == "task-succeeded":
             event.update(event="task_succeeded", runtime=fields.get("runtime"))
-        elif (error or "").startswith("TimeLimitExceeded"):
+        elif (error or "").startswith(TIME_LIMIT_ERRORS):
             event.update(event="task_timeout", error=error)
         else:
             event.update(event="task_failed", error=error)
@@ -328,6 +352,11 @@ def _recording_success(inner: Callable[..., Any]) -> Callable[..., Any]:
 
 # Celery always derives a class per task (wrapped above); the base records successes too.
 MetricsRequest.on_success = _recording_success(Request.on_success)
+
+
+def _unwrapped(exc: Any) -> Any:
+    """The exception inside billiard's ExceptionWithTraceback (or ``exc`` itself)."""
+    return getattr(exc, "exc", exc) if type(exc).__name__ == "ExceptionWithTraceback" else exc
 
 
 def _timestamp(value: Any) -> float:

@@ -28,7 +28,7 @@ from typing import Any, cast
 import redis
 
 from personal_assistant.workers import constants as c
-from personal_assistant.workers.broker_transport import redis_list_names
+from personal_assistant.workers.broker.priority import redis_list_names
 from personal_assistant.workers.utils.task_snapshots import DEFAULT_RETENTION_S, _json_or, _text
 
 logger = logging.getLogger(__name__)

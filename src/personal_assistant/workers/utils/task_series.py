@@ -60,7 +60,6 @@ COUNTERS = (
     ("started", "celery_task_started", "Tasks started"),
     ("succeeded", "celery_task_succeeded", "Tasks that succeeded"),
     ("retried", "celery_task_retried", "Task retries requested"),
-    ("rejected", "celery_task_rejected", "Tasks rejected or requeued (child killed, say)"),
     ("revoked", "celery_task_revoked", "Tasks revoked"),
     ("cpu", "celery_task_cpu_seconds", "CPU time of the executing process"),
 )
@@ -121,7 +120,7 @@ class TaskSeries:
         self.started = 0
         self.succeeded = 0
         self.retried = 0
-        self.rejected = 0
+        self.rejected: dict[str, int] = {}  # reason -> messages rejected or requeued
         self.revoked = 0
         self.failed: dict[str, int] = {}  # exception class name -> failures
         self.cpu = 0.0  # seconds, charged when the children's usage is read (recorder.settle)
@@ -172,6 +171,15 @@ class TaskSeriesCollector(Collector):
             for exception, count in list(series.failed.items()):
                 failed.add_metric((*series.labels, exception), count)
         yield failed
+        rejected = CounterMetricFamily(
+            "celery_task_rejected",
+            "Messages rejected (dead-lettered: not runnable) or requeued (child lost), by reason",
+            labels=(*LABELS, "reason"),
+        )
+        for series in all_series:
+            for reason, count in list(series.rejected.items()):
+                rejected.add_metric((*series.labels, reason), count)
+        yield rejected
         yield self._histogram(
             "celery_task_runtime", "Task run time (seconds)", all_series, "runtime"
         )

@@ -8,8 +8,9 @@ republish the priority the message carries), this channel flips the one decision
 message's priority to a bucket. Messages keep the number the producer gave, so retries, restores
 after a lost worker, and the dead-letter replay all land in the same bucket again.
 
-Celery selects it through ``broker_transport`` for ``redis://`` and ``rediss://`` URLs (see
-celery_app.py); the URL users configure does not change.
+The reliable transport (transport.py) builds on this channel; Celery selects it through
+``broker_transport`` for ``redis://`` and ``rediss://`` URLs, so the URL users configure does
+not change.
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ from kombu.transport import redis as kombu_redis
 
 from personal_assistant.workers import constants as c
 
+PRIORITY_TRANSPORT_PATH = f"{__name__}:PriorityRedisTransport"
 # Ten lists per queue, one per priority, so every level is distinct (kombu's default is 4 steps).
 PRIORITY_STEPS: list[int] = list(range(c.PRIORITY_MIN, c.PRIORITY_MAX + 1))
-TRANSPORT_PATH = f"{__name__}:PriorityRedisTransport"
 
 
 def redis_bucket_for(priority: int) -> int:

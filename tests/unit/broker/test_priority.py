@@ -11,7 +11,7 @@ from kombu.entity import Exchange, Queue
 from kombu.messaging import Producer
 
 from personal_assistant.workers import constants as c
-from personal_assistant.workers.broker_transport import (
+from personal_assistant.workers.broker.priority import (
     PRIORITY_STEPS,
     PriorityChannel,
     PriorityRedisTransport,
