@@ -12,6 +12,7 @@ import redis
 from personal_assistant.workers.celery_app import WorkerApp, create_app
 from personal_assistant.workers.config import load_settings
 from tests.support import tasks as _test_tasks  # noqa: F401 - registers the shared test tasks
+from tests.support.alert_servers import WEBHOOK_SECRET, Receiver
 from tests.support.redis_server import RedisServer
 from tests.support.worker import WorkerProcess
 
@@ -45,6 +46,14 @@ def producer_app(redis_url: str) -> Iterator[WorkerApp]:
     app = create_app(load_settings(celery_broker_url=redis_url, celery_result_backend=redis_url))
     yield app
     app.close()
+
+
+@pytest.fixture
+def webhook() -> Iterator[Receiver]:
+    """A webhook receiver on loopback that checks signatures with ``WEBHOOK_SECRET``."""
+    server = Receiver(secret=WEBHOOK_SECRET)
+    yield server
+    server.close()
 
 
 @pytest.fixture

@@ -7,18 +7,16 @@ import hmac
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
 
-from tests.support.alert_servers import Receiver
+from tests.support.alert_servers import WEBHOOK_SECRET, Receiver
 from tests.support.worker import worker_env
 
 pytestmark = pytest.mark.integration
 
-SECRET = "cli-secret"  # noqa: S105 - a test fixture's shared secret
 RULES = """rules:
   - name: parser_failures
     condition: task_failure
@@ -27,13 +25,6 @@ RULES = """rules:
     channels: [webhook, log]
     message_template: "{count} failures of {task_name}"
 """
-
-
-@pytest.fixture
-def webhook() -> Iterator[Receiver]:
-    server = Receiver(secret=SECRET)
-    yield server
-    server.close()
 
 
 def alerts(redis_url: str, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -66,7 +57,7 @@ def test_alerts_test_sends_a_signed_test_notification_through_the_rules_channels
         "ALERTING_ENABLED": "true",
         "ALERT_RULES_FILE": str(rules),
         "ALERT_WEBHOOK_URL": webhook.url,
-        "ALERT_WEBHOOK_SECRET": SECRET,
+        "ALERT_WEBHOOK_SECRET": WEBHOOK_SECRET,
     }
     sent = alerts(redis_url, env, "test", "parser_failures")
     assert sent.returncode == 0, sent.stderr
@@ -74,7 +65,7 @@ def test_alerts_test_sends_a_signed_test_notification_through_the_rules_channels
     hit = webhook.wait(1)[0]
     body = json.loads(hit.body)
     assert body["message"].startswith("TEST: 3 failures of")
-    expected = hmac.new(SECRET.encode(), hit.body, hashlib.sha256).hexdigest()
+    expected = hmac.new(WEBHOOK_SECRET.encode(), hit.body, hashlib.sha256).hexdigest()
     assert hit.signature_valid and expected in hit.headers["X-Signature-256"]
     unknown = alerts(redis_url, env, "test", "nope")
     assert unknown.returncode != 0

@@ -9,21 +9,19 @@ from __future__ import annotations
 
 import json
 import statistics
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 import redis
 
 from personal_assistant.workers import constants as c
 from personal_assistant.workers.celery_app import WorkerApp
 from tests.performance.conftest import report
-from tests.support.alert_servers import Receiver
+from tests.support.alert_servers import WEBHOOK_SECRET, Receiver
 from tests.support.redis_server import free_port
 from tests.support.worker import WorkerProcess
 
 SAMPLES = 60
-SECRET = "bench-secret"  # noqa: S105 - a test fixture's shared secret
 RULES = """rules:
   - name: any_failure
     condition: task_failure
@@ -33,13 +31,6 @@ RULES = """rules:
     channels: [webhook]
     message_template: "{task_name} failed"
 """
-
-
-@pytest.fixture
-def webhook() -> Iterator[Receiver]:
-    server = Receiver(secret=SECRET)
-    yield server
-    server.close()
 
 
 def test_alert_latency_from_failure_to_webhook_p99_under_two_seconds(
@@ -59,7 +50,7 @@ def test_alert_latency_from_failure_to_webhook_p99_under_two_seconds(
             "ALERT_EVAL_INTERVAL": "0.1",
             "METRICS_PORT": str(free_port()),
             "ALERT_WEBHOOK_URL": webhook.url,
-            "ALERT_WEBHOOK_SECRET": SECRET,
+            "ALERT_WEBHOOK_SECRET": WEBHOOK_SECRET,
         },
     )
     latencies = []

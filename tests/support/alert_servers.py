@@ -19,6 +19,9 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from personal_assistant.workers.utils.alert_channels import SIGNATURE_HEADER
 
+# The shared secret of the webhook receiver the tests start (conftest.py: ``webhook``).
+WEBHOOK_SECRET = "loopback-webhook-secret"  # noqa: S105 - a test fixture's shared secret
+
 
 class Mailbox:
     """aiosmtpd handler and authenticator: keeps accepted messages and login attempts."""

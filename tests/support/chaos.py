@@ -147,3 +147,21 @@ def unexcused(repeated: Iterable[int], report: ChaosReport, name: str) -> list[i
     """Repeated tasks that no killed worker held: repeats the guarantee does not allow."""
     held = report.held_args(name)
     return sorted(i for i in repeated if i not in held)
+
+
+def settled(client: redis.Redis, total: int, lists: list[str]) -> Callable[[], bool]:
+    """``done`` for a transport that may lose messages: every task ran, or nothing is left to
+    run (the queue's lists and ``unacked`` are empty, twice in a row a second apart)."""
+    empty_since: list[float] = []
+
+    def done() -> bool:
+        if int(client.hlen(RUNS_KEY)) >= total:
+            return True
+        waiting = sum(int(client.llen(name)) for name in lists) + int(client.hlen("unacked"))
+        if waiting:
+            empty_since.clear()
+            return False
+        empty_since.append(time.monotonic())
+        return empty_since[-1] - empty_since[0] >= 1.0
+
+    return done

@@ -138,7 +138,7 @@ def move(
     *,
     owner: str,
     entry: bytes,
-    payload: str,
+    payload: bytes | str,
     destinations: Sequence[tuple[str, str]],
     leftmost: bool,
 ) -> bool:

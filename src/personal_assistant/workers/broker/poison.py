@@ -103,7 +103,7 @@ def poison_of(headers: Any) -> Rejection | None:
     if reason is None:
         return None
     size = headers.get(POISON_SIZE_HEADER)
-    reason = str(reason) if reason in REASONS else MALFORMED
+    reason = reason if isinstance(reason, str) and reason in REASONS else MALFORMED
     detail = {
         NOT_JSON: "the message is not JSON",
         MALFORMED: "the message is not a kombu message (no delivery tag or delivery info)",

@@ -126,9 +126,20 @@ class ReliableChannel(PriorityChannel):
         if client is not None:
             yield client
             return
+        own = self._own_client()
+        try:
+            yield own
+        finally:
+            if self.closed:
+                # A late ack or restore of a closed channel: no socket may outlive the call.
+                own.connection_pool.disconnect()
+
+    def _own_client(self) -> redis.Redis:
+        # Made while the channel is open (its first fetch makes it), so that kombu's close,
+        # which drops the channel's pools and then its connection, does not prevent it.
         if self._sync_client is None:
             self._sync_client = self._create_client()
-        yield self._sync_client
+        return self._sync_client
 
     # -- consuming ---------------------------------------------------------------------------
     def basic_consume(self, queue: str, no_ack: bool, *args: Any, **kwargs: Any) -> Any:
@@ -154,6 +165,7 @@ class ReliableChannel(PriorityChannel):
         queues = self._queue_cycle.consume(len(self.active_queues))
         if not queues:
             return
+        self._own_client()
         if _ABANDONED and self._reclaim_due == 0.0:
             # This process lost a connection: what its old channel held goes back now, not at
             # the first restore interval (10 s by default).
@@ -300,7 +312,7 @@ class ReliableChannel(PriorityChannel):
             tag,
             owner=owner,
             entry=entry,
-            payload=dumps(payload),
+            payload=_encode(payload),
             destinations=destinations,
             leftmost=leftmost,
         )
@@ -380,7 +392,10 @@ class ReliableChannel(PriorityChannel):
             except Exception:  # the connection is gone: the reply with it
                 self._in_poll = None  # type: ignore[assignment]  # kombu types it bool, stores a connection
         delivered = len(self._qos._delivered) if self._qos is not None else 0
+        fetched = self._sync_client is not None  # it never fetched into custody otherwise
         super().close()  # kombu restores what it delivered (and logs what it could not)
+        if not fetched:
+            return
         try:
             with self.conn_or_acquire() as client:
                 _, orphans = custody.orphans(client, self.keys, _NEVER, [self.consumer_id])
@@ -446,6 +461,13 @@ def _decode(item: bytes | str) -> Any:
         return json.loads(text)
     except (ValueError, RecursionError):
         return None
+
+
+def _encode(payload: Any) -> bytes:
+    """JSON bytes of a payload read by :func:`_decode`, with its undecodable bytes as they were
+    (kombu's ``dumps`` would write them as ``\\udcXX`` escapes, which Redis's decoder refuses:
+    a poison envelope put back would come back as a poison of a poison)."""
+    return json.dumps(payload, ensure_ascii=False).encode("utf-8", "surrogateescape")
 
 
 def _mark_redelivered(payload: Any) -> None:
