@@ -7,10 +7,12 @@ from typing import Any
 import pytest
 
 from personal_assistant.workers import constants as c
+from personal_assistant.workers.broker.intake import CONSUMER_PATH
+from personal_assistant.workers.broker.priority import PRIORITY_TRANSPORT_PATH
 from personal_assistant.workers.broker.transport import TRANSPORT_PATH
 from personal_assistant.workers.celery_app import create_app
 from personal_assistant.workers.celery_config import build_celery_config
-from personal_assistant.workers.config import is_redis_url, load_settings
+from personal_assistant.workers.config import ConfigError, is_redis_url, load_settings
 
 pytestmark = pytest.mark.usefixtures("clean_env")
 
@@ -86,11 +88,41 @@ def test_the_default_priority_is_the_middle_level_and_the_maximum_nine() -> None
 
 
 @pytest.mark.parametrize("url", [REDIS_URL, "rediss://:pw@cache.internal:6380/2"])
-def test_a_redis_broker_uses_the_priority_transport(url: str) -> None:
+def test_a_redis_broker_uses_the_reliable_priority_transport(url: str) -> None:
     config = build_celery_config(load_settings(celery_broker_url=url))
 
     assert config["broker_transport"] == TRANSPORT_PATH
     assert config["broker_url"] == url
+
+
+def test_the_reliable_fetch_can_be_switched_back_to_kombus_brpop() -> None:
+    config = redis_config(broker_reliable_fetch=False)
+
+    assert config["broker_transport"] == PRIORITY_TRANSPORT_PATH
+    assert config["broker_transport_options"]["priority_steps"] == list(range(10))
+
+
+def test_the_fetch_uses_the_workers_liveness_rule_and_the_message_size_limit() -> None:
+    options = redis_config(
+        worker_heartbeat_interval=2, worker_down_after=12, broker_max_message_bytes=65_536
+    )["broker_transport_options"]
+
+    assert options["consumer_beat_interval"] == 2
+    assert options["consumer_dead_after"] == 12
+    assert options["max_message_bytes"] == 65_536
+
+
+def test_a_message_size_limit_below_a_kilobyte_is_refused() -> None:
+    with pytest.raises(ConfigError, match="BROKER_MAX_MESSAGE_BYTES"):
+        load_settings(broker_max_message_bytes=100)
+
+
+def test_workers_reconnect_forever_and_screen_every_message() -> None:
+    config = redis_config()
+
+    assert config["broker_connection_max_retries"] is None
+    assert config["worker_consumer"] == CONSUMER_PATH
+    assert config["worker_cancel_long_running_tasks_on_connection_loss"] is True
 
 
 def test_an_amqp_broker_keeps_its_own_transport_and_options() -> None:

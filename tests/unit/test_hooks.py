@@ -200,3 +200,66 @@ def test_a_registry_made_for_an_app_sees_the_publishes_of_that_app_only() -> Non
     finally:
         owned.remove(recorder)
     assert recorder.events == [("after", "mine", "q")]
+
+
+class RejectionRecorder(WorkerHook):
+    """Overrides the project event ``on_message_rejected`` (no Celery signal carries it)."""
+
+    name = "rejection-recorder"
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str]] = []
+
+    def on_message_rejected(
+        self, *, reason: str, task_name: str, queue: str, task_id: str | None
+    ) -> None:
+        self.seen.append((reason, task_name))
+
+
+class BrokenRejectionHook(WorkerHook):
+    """A component whose rejection hook always raises."""
+
+    name = "broken-rejections"
+
+    def on_message_rejected(
+        self, *, reason: str, task_name: str, queue: str, task_id: str | None
+    ) -> None:
+        raise RuntimeError("component bug")
+
+
+def test_a_project_event_reaches_the_hooks_that_override_it_without_a_celery_signal(
+    registry: HookRegistry,
+) -> None:
+    recorder = registry.add(RejectionRecorder())
+    assert isinstance(recorder, RejectionRecorder)
+
+    registry.emit("on_message_rejected", reason="bad_eta", task_name="t", queue="q", task_id=None)
+
+    assert recorder.seen == [("bad_eta", "t")]
+    assert registry.connected_signals() == []
+
+
+def test_a_project_event_hook_that_raises_is_logged_and_the_next_hook_still_runs(
+    registry: HookRegistry, caplog: pytest.LogCaptureFixture
+) -> None:
+    registry.add(BrokenRejectionHook())
+    recorder = registry.add(RejectionRecorder())
+    assert isinstance(recorder, RejectionRecorder)
+
+    with caplog.at_level(logging.ERROR):
+        registry.emit(
+            "on_message_rejected", reason="not_json", task_name="t", queue="q", task_id=None
+        )
+
+    assert recorder.seen == [("not_json", "t")]
+    assert "broken-rejections.on_message_rejected failed" in caplog.text
+
+
+def test_a_removed_hook_no_longer_receives_project_events(registry: HookRegistry) -> None:
+    recorder = registry.add(RejectionRecorder())
+    registry.remove(recorder)
+
+    registry.emit("on_message_rejected", reason="x", task_name="t", queue="q", task_id=None)
+
+    assert isinstance(recorder, RejectionRecorder)
+    assert recorder.seen == []

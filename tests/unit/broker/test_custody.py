@@ -391,6 +391,7 @@ def test_a_move_pushes_the_payload_wakes_the_queue_and_drops_custody(
     assert items(redis_client, "dest")[position] == b"back"
     assert redis_client.llen("dest") == 2
     assert items(redis_client, wake_key("dest")) == [b""]
+    assert 0 < redis_client.pttl(wake_key("dest")) <= custody.WAKE_TTL_MS
     assert in_custody(redis_client, "t1") == (False, False, False)
 
 

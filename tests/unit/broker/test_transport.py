@@ -17,7 +17,12 @@ from kombu.entity import Exchange, Queue
 from kombu.messaging import Consumer, Producer
 
 from personal_assistant.workers.broker import transport
-from personal_assistant.workers.broker.custody import CONSUMERS_KEY, OWNER_KEY, wake_key
+from personal_assistant.workers.broker.custody import (
+    CONSUMERS_KEY,
+    OWNER_KEY,
+    WAKE_TTL_MS,
+    wake_key,
+)
 from personal_assistant.workers.broker.priority import (
     PRIORITY_STEPS,
     redis_bucket_for,
@@ -120,6 +125,8 @@ def test_a_published_message_lands_in_its_priority_list_and_wakes_its_queue(
     lengths = [int(redis_client.llen(name)) for name in LISTS]
     assert lengths == [int(i == redis_bucket_for(3)) for i in range(len(LISTS))]
     assert redis_client.lrange(wake_key(QUEUE), 0, -1) == [b""]
+    # A queue nobody consumes (a reply queue, say) does not keep its wake list forever.
+    assert 0 < redis_client.pttl(wake_key(QUEUE)) <= WAKE_TTL_MS
 
 
 def test_a_consumed_message_is_in_custody_before_the_callback_and_an_ack_removes_it(

@@ -20,6 +20,7 @@ from personal_assistant.workers.utils.error_handling import (
     DeadLetter,
     DeadLetterNotFound,
     DeadLetterQueue,
+    NotReplayable,
     PermanentError,
     TransientError,
     is_transient,
@@ -327,6 +328,21 @@ def test_replaying_an_unknown_id_raises_and_sends_nothing(dlq: DeadLetterQueue) 
         dlq.replay("no-such-id", app)
 
     assert app.calls == []
+
+
+def test_a_rejected_message_is_not_replayed_and_stays_in_the_queue(
+    dlq: DeadLetterQueue,
+) -> None:
+    rejected = letter(1)
+    rejected.reason, rejected.raw = "bad_header", "headers: {...}"
+    dlq.add(rejected)
+    app = RecordingApp()
+
+    with pytest.raises(NotReplayable, match="rejected message \\(bad_header\\)"):
+        dlq.replay(rejected.id, app)
+
+    assert app.calls == []
+    assert dlq.get(rejected.id).reason == "bad_header"
 
 
 def test_a_replay_whose_publish_fails_puts_the_letter_back(

@@ -14,7 +14,9 @@ from collections.abc import Iterator
 import pytest
 from prometheus_client import CollectorRegistry, Histogram
 
+from personal_assistant.workers.utils import prometheus_metrics as pm
 from personal_assistant.workers.utils.child_usage import ChildUsage
+from personal_assistant.workers.utils.metrics_hook import MetricsHook
 from personal_assistant.workers.utils.prometheus_metrics import TaskMetricsRecorder
 from personal_assistant.workers.utils.task_series import RUNTIME_BUCKETS, BucketCounts
 
@@ -117,6 +119,29 @@ def test_failures_are_counted_per_exception_class() -> None:
     value = sample(recorder, "celery_task_failed_total", exception="ValueError", **LABELS)
     assert value == 2
     assert sample(recorder, "celery_task_failed_total", exception="KeyError", **LABELS) == 1
+
+
+def test_rejections_are_counted_per_reason() -> None:
+    recorder = TaskMetricsRecorder("w1@host")
+    series = recorder.series("tests.noop", "file_tasks")
+    series.rejected["requeued"] = 3
+    series.rejected["bad_eta"] = 1
+
+    assert sample(recorder, "celery_task_rejected_total", reason="requeued", **LABELS) == 3
+    assert sample(recorder, "celery_task_rejected_total", reason="bad_eta", **LABELS) == 1
+
+
+def test_a_rejected_message_reported_by_the_worker_is_counted_under_its_reason() -> None:
+    recorder = TaskMetricsRecorder("w1@host")
+    pm.install_recorder(recorder)
+    try:
+        MetricsHook(app=None).on_message_rejected(
+            reason="unknown_task", task_name="tests.noop", queue="file_tasks", task_id="x"
+        )
+    finally:
+        pm.install_recorder(None)
+
+    assert sample(recorder, "celery_task_rejected_total", reason="unknown_task", **LABELS) == 1
 
 
 def test_histogram_samples_match_prometheus_clients_own_histogram() -> None:

@@ -109,7 +109,7 @@ return removed
 
 # KEYS: unacked, unacked_index, owner, then m destination lists, then their m wake lists.
 # ARGV: tag, expected owner ('' for an entry written without one), the entry's bytes when it has
-#       no owner (else ''), the message to push, 'l' (LPUSH) or 'r' (RPUSH).
+#       no owner (else ''), the message to push, 'l' (LPUSH) or 'r' (RPUSH), wake lists' TTL (ms).
 # Returns 1 when moved, 0 when the entry changed since it was read (someone else moved it).
 MOVE: Final = """#!lua flags=allow-oom
 local owner = redis.call('HGET', KEYS[3], ARGV[1]) or ''
@@ -126,6 +126,7 @@ for j = 1, m do
     redis.call('RPUSH', KEYS[3 + j], ARGV[4])
   end
   redis.call('LPUSH', KEYS[3 + m + j], '')
+  redis.call('PEXPIRE', KEYS[3 + m + j], ARGV[6])
 end
 return 1
 """

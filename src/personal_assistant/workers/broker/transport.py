@@ -13,8 +13,9 @@ Waiting without polling: a script cannot block, so a consumer whose last fetch f
 sends ``BLPOP`` on its queues' *wake lists* followed by the fetch, in one write. Producers push
 a token to the wake list with every message (same round trip), so a blocked consumer wakes at
 once; a message from a producer that does not (plain kombu) waits at most ``brpop_timeout``
-(1 s), after which the fetch runs anyway. The fetch deletes the wake lists it finds empty, so
-tokens never outnumber the messages that were queued since.
+(1 s), after which the fetch runs anyway. The fetch deletes the wake lists it finds empty, and
+a wake list expires seconds after its last token (custody.WAKE_TTL_MS), so tokens never pile
+up, even for a queue nobody consumes.
 
 Consumers beat (custody.py); the messages of one that stopped beating are put back after
 ``dead_after`` seconds. A channel closed on a lost connection is reclaimed by this process as
@@ -37,7 +38,7 @@ from kombu.utils.json import dumps
 
 from personal_assistant.workers import constants as c
 from personal_assistant.workers.broker import custody
-from personal_assistant.workers.broker.custody import CustodyKeys, wake_key
+from personal_assistant.workers.broker.custody import WAKE_TTL_MS, CustodyKeys, wake_key
 from personal_assistant.workers.broker.poison import envelope_for, make_printable
 from personal_assistant.workers.broker.priority import PriorityChannel
 
@@ -71,9 +72,9 @@ class ReliableQoS(kombu_redis.QoS):
         virtual.QoS.ack(self, delivery_tag)
 
     def reject(self, delivery_tag: str, requeue: bool = False) -> None:
-        """Requeue the message, or drop it from custody."""
+        """Requeue the message (if this consumer still holds it), or drop it from custody."""
         if requeue:
-            self.restore_by_tag(delivery_tag, leftmost=True)
+            self.channel.restore_tag(delivery_tag, leftmost=True, only_mine=True)
         else:
             self.channel.release(delivery_tag)
         virtual.QoS.ack(self, delivery_tag)
@@ -169,7 +170,10 @@ class ReliableChannel(PriorityChannel):
         if _ABANDONED and self._reclaim_due == 0.0:
             # This process lost a connection: what its old channel held goes back now, not at
             # the first restore interval (10 s by default).
-            self.maybe_reclaim()
+            try:
+                self.maybe_reclaim()
+            except self.connection_errors:
+                logger.debug("reclaim after reconnecting failed; retried later", exc_info=True)
         wait = self.brpop_timeout if timeout is None else timeout
         lists = [self._q_for_pri(queue, pri) for pri in self.priority_steps for queue in queues]
         commands: list[tuple[Any, ...]] = []
@@ -327,6 +331,7 @@ class ReliableChannel(PriorityChannel):
         super()._do_restore_message(payload, exchange, routing_key, pipe, leftmost)
         for queue in self._lookup(exchange, routing_key):
             pipe.lpush(wake_key(queue), "")
+            pipe.pexpire(wake_key(queue), WAKE_TTL_MS)
 
     def maybe_reclaim(self) -> int:
         """:meth:`reclaim_orphans`, at most once per restore interval (the sync poll path
@@ -365,7 +370,12 @@ class ReliableChannel(PriorityChannel):
         body = dumps(message)
         expires = self._expires.get(queue) if self._expires else None
         batch = kwargs.pop("_publish_batch", None)
-        commands: list[tuple[Any, ...]] = [("lpush", key, body), ("lpush", wake_key(queue), "")]
+        wake = wake_key(queue)
+        commands: list[tuple[Any, ...]] = [
+            ("lpush", key, body),
+            ("lpush", wake, ""),
+            ("pexpire", wake, WAKE_TTL_MS),
+        ]
         if expires:
             lists = [self._q_for_pri(queue, step) for step in self.priority_steps]
             commands += [("pexpire", name, expires) for name in lists]
@@ -391,7 +401,6 @@ class ReliableChannel(PriorityChannel):
                 pass
             except Exception:  # the connection is gone: the reply with it
                 self._in_poll = None  # type: ignore[assignment]  # kombu types it bool, stores a connection
-        delivered = len(self._qos._delivered) if self._qos is not None else 0
         fetched = self._sync_client is not None  # it never fetched into custody otherwise
         super().close()  # kombu restores what it delivered (and logs what it could not)
         if not fetched:
@@ -405,9 +414,8 @@ class ReliableChannel(PriorityChannel):
         except Exception as exc:
             _ABANDONED.add(self.consumer_id)
             logger.warning(
-                "closed without giving back %d message(s) (%s): they are put back when this "
-                "worker reconnects, or by another worker in %.0fs",
-                delivered,
+                "could not give back the messages this connection held (%s): they go back when "
+                "this worker reconnects, or by another worker within %.0fs",
                 exc,
                 self.consumer_dead_after,
             )
