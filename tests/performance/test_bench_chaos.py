@@ -85,7 +85,7 @@ def test_random_sigkills_lose_tasks_on_plain_celery_and_none_on_ours(
         for round_ in range(ROUNDS):
             lost, repeated, unexplained = chaos_round(
                 redis_client,
-                lambda i: plain_app.send_task("tests.count", args=[i, 0.002], queue=plain.QUEUE),
+                lambda i: plain_app.send_task("plain.count", args=[i, 0.002], queue=plain.QUEUE),
                 start_plain,
                 owners=False,
                 done=settled(redis_client, TASKS, [plain.QUEUE]),

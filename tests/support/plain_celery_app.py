@@ -43,7 +43,7 @@ def _redis() -> redis.Redis:
     return redis.Redis.from_url(BROKER)
 
 
-@app.task(name="tests.count")
+@app.task(name="plain.count")
 def count(i: int, hold: float = 0.0) -> int:
     """Count one run of task ``i`` in the hash ``chaos:runs`` (as tests.support.tasks does)."""
     if hold:

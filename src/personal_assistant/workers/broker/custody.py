@@ -28,10 +28,10 @@ from personal_assistant.workers.broker import scripts
 OWNER_KEY: Final = "pa:broker:owner"  # hash: delivery tag -> "<consumer id> <nonce>"
 CONSUMERS_KEY: Final = "pa:broker:consumers"  # sorted set: consumer id -> last beat (Redis time)
 WAKE_PREFIX: Final = "pa:broker:wake:"  # list per queue: one token per message published
-# A wake list expires this long after its last token. Its consumers delete it when they find the
-# queue empty; a queue nobody fetches from (a reply queue of `celery inspect`, a queue with no
-# worker) would otherwise keep its list forever. A blocked consumer takes a token within
-# milliseconds, and one that misses a token fetches after a second anyway.
+# A wake list a restore pushes to expires this long after its last token: its consumers delete
+# it when they find the queue empty, and a queue nobody fetches from would otherwise keep it. A
+# blocked consumer takes a token within milliseconds, and one that misses a token fetches after
+# a second anyway.
 WAKE_TTL_MS: Final = 10_000
 
 

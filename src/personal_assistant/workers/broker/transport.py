@@ -13,9 +13,9 @@ Waiting without polling: a script cannot block, so a consumer whose last fetch f
 sends ``BLPOP`` on its queues' *wake lists* followed by the fetch, in one write. Producers push
 a token to the wake list with every message (same round trip), so a blocked consumer wakes at
 once; a message from a producer that does not (plain kombu) waits at most ``brpop_timeout``
-(1 s), after which the fetch runs anyway. The fetch deletes the wake lists it finds empty, and
-a wake list expires seconds after its last token (custody.WAKE_TTL_MS), so tokens never pile
-up, even for a queue nobody consumes.
+(1 s), after which the fetch runs anyway. Only task messages carry a token (replies and events
+are read by no-ack consumers, which keep kombu's BRPOP). The fetch deletes the wake lists it
+finds empty, so tokens never outnumber the task messages queued since.
 
 Consumers beat (custody.py); the messages of one that stopped beating are put back after
 ``dead_after`` seconds. A channel closed on a lost connection is reclaimed by this process as
@@ -365,17 +365,17 @@ class ReliableChannel(PriorityChannel):
 
     # -- publishing --------------------------------------------------------------------------
     def _put(self, queue: str, message: Any, **kwargs: Any) -> None:
-        """LPUSH the message and a wake token for blocked consumers, in one round trip."""
+        """LPUSH the message and, for a task, a wake token for blocked consumers, in one
+        round trip."""
         key = self._q_for_pri(queue, self._get_message_priority(message, reverse=False))
         body = dumps(message)
         expires = self._expires.get(queue) if self._expires else None
         batch = kwargs.pop("_publish_batch", None)
-        wake = wake_key(queue)
-        commands: list[tuple[Any, ...]] = [
-            ("lpush", key, body),
-            ("lpush", wake, ""),
-            ("pexpire", wake, WAKE_TTL_MS),
-        ]
+        commands: list[tuple[Any, ...]] = [("lpush", key, body)]
+        if _is_task_message(message):
+            # Only task queues have consumers blocked on a wake list (the worker's). A reply
+            # or event queue is read by a no-ack consumer (kombu's BRPOP) and needs none.
+            commands.append(("lpush", wake_key(queue), ""))
         if expires:
             lists = [self._q_for_pri(queue, step) for step in self.priority_steps]
             commands += [("pexpire", name, expires) for name in lists]
@@ -449,6 +449,11 @@ class ReliableRedisTransport(kombu_redis.Transport):
                 custody.beat(client, channels[0].keys, live)
         except self.connection_errors:
             logger.debug("consumer heartbeat failed; retried next interval", exc_info=True)
+
+
+def _is_task_message(message: Any) -> bool:
+    headers = message.get("headers") if isinstance(message, dict) else None
+    return isinstance(headers, dict) and "task" in headers
 
 
 def _live_consumers(transport: Any) -> list[str]:
