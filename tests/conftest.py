@@ -43,7 +43,13 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
 @pytest.fixture
 def producer_app(redis_url: str) -> Iterator[WorkerApp]:
     """An app configured like production but pointed at the test broker, to publish with."""
-    app = create_app(load_settings(celery_broker_url=redis_url, celery_result_backend=redis_url))
+    app = create_app(
+        load_settings(
+            celery_broker_url=redis_url,
+            celery_result_backend=redis_url,
+            workflow_allowed_tasks=["tests.*"],
+        )
+    )
     yield app
     app.close()
 

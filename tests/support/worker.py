@@ -26,6 +26,8 @@ def worker_env(broker_url: str, extra: Mapping[str, str] | None = None) -> dict[
             "ENVIRONMENT": "test",
             "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)]),
             "PYTHONUNBUFFERED": "1",
+            # The test tasks (tests.step, tests.noop, ...) may run in workflows.
+            "WORKFLOW_ALLOWED_TASKS": "tests.*",
         }
     )
     env.update(extra or {})

@@ -105,6 +105,12 @@ class WorkerSettings(BaseSettings):
 
     metrics_enabled: bool = True
     metrics_port: int = Field(default=c.METRICS_PORT, ge=0, le=65535)
+    # Where /metrics, /healthz and /readyz listen: this machine only by default (`make run`);
+    # the containers set 0.0.0.0, on their private network.
+    metrics_host: str = Field(default="127.0.0.1", min_length=1)
+    # Tasks a workflow may run besides the domain tasks meant for workflows: names or patterns
+    # (fnmatch), e.g. "myapp.tasks.*". Celery's built-ins and maintenance tasks never.
+    workflow_allowed_tasks: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # Liveness: a beat every interval; a worker silent for down_after is reported down.
     worker_heartbeat_interval: float = Field(default=c.HEARTBEAT_INTERVAL_S, gt=0)
     worker_down_after: float = Field(default=c.WORKER_DOWN_AFTER_S, gt=0)
@@ -149,6 +155,7 @@ class WorkerSettings(BaseSettings):
 
     _split = field_validator(
         "worker_queue",
+        "workflow_allowed_tasks",
         "temp_dirs",
         "temp_file_patterns",
         "log_dirs",

@@ -106,5 +106,26 @@ ALERT_STATE_KEY: Final = "pa:alerts:state"  # the periodic evaluator's rule stat
 ALERT_LOCK_KEY: Final = "pa:alerts:lock"  # one periodic evaluator at a time
 ALERT_TOKEN_PREFIX: Final = "pa:alerts:sent:"  # noqa: S105 - a key prefix; one sender per alert
 
+# --- Input limits (issue 11: trust no input) -------------------------------------------------
+# A workflow definition, file or dict: thousands of tasks fit in a megabyte; it is stored as one
+# Redis value, and Redis runs with noeviction, so a few huge ones would stop the broker.
+WORKFLOW_MAX_DEFINITION_BYTES: Final = 1024 * 1024
+# Arguments of one workflow task (JSON): references to data belong there, not the data.
+WORKFLOW_MAX_ARGS_BYTES: Final = 64 * 1024
+# An alert rules file: a few hundred rules at most.
+ALERT_RULES_MAX_BYTES: Final = 256 * 1024
+# A rendered alert message: Slack cuts a message at 40,000 characters; an email or webhook body
+# past 16 KiB means a template (say "{count:999.99f}" repeated) is blowing up, not informing.
+ALERT_MESSAGE_MAX_CHARS: Final = 16 * 1024
+# Webhook signatures: a request older (or newer, clocks differ) than this is refused as a
+# replay; five minutes is what Slack and Stripe allow.
+WEBHOOK_MAX_AGE_S: Final = 300
+# HMAC-SHA256 keys shorter than its 32-byte output weaken it; a 1-character secret is guessable.
+WEBHOOK_MIN_SECRET_BYTES: Final = 32
+# The health and metrics server: Prometheus and a health check or two connect at a time; a
+# connection that sends nothing for this long is closed, and past the cap new ones are refused.
+HEALTH_MAX_CONNECTIONS: Final = 32
+HEALTH_CONNECTION_TIMEOUT_S: Final = 5.0
+
 # --- Ports ------------------------------------------------------------------------------------
 METRICS_PORT: Final = 9808  # the popular Celery exporter's port, so scrape configs carry over.
