@@ -24,6 +24,7 @@ soon as it reconnects. No-ack consumers (reply queues) keep kombu's BRPOP: they 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -396,9 +397,8 @@ class ReliableChannel(PriorityChannel):
             return
         if self._in_poll and self._pending:
             try:
-                self._brpop_read()
-            except virtual.Empty:
-                pass
+                with contextlib.suppress(virtual.Empty):  # a fetch that found nothing
+                    self._brpop_read()
             except Exception:  # the connection is gone: the reply with it
                 self._in_poll = None  # type: ignore[assignment]  # kombu types it bool, stores a connection
         fetched = self._sync_client is not None  # it never fetched into custody otherwise
@@ -485,8 +485,6 @@ def _encode(payload: Any) -> bytes:
 
 def _mark_redelivered(payload: Any) -> None:
     # As kombu's _do_restore_message: consumers can tell a redelivery from a first delivery.
-    try:
+    with contextlib.suppress(KeyError, TypeError):  # not a kombu message: left as it is
         payload["headers"]["redelivered"] = True
         payload["properties"]["delivery_info"]["redelivered"] = True
-    except (KeyError, TypeError):
-        pass
