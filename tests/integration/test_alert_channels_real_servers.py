@@ -1,7 +1,8 @@
 """Alert channels end to end against real servers on 127.0.0.1 (ephemeral ports).
 
 - SMTP: aiosmtpd, with STARTTLS and AUTH (a certificate made for the test by ``openssl``),
-  implicit TLS, and a refused login;
+  implicit TLS, a refused login, and a server that would take a login in clear text (refused
+  by the configuration before any connection);
 - Slack and the generic webhook: ``http.server`` receivers; the webhook receiver verifies the
   HMAC signature with the shared secret and answers 401 when it does not match;
 - the channels are built by ``channels_from_env`` and driven by ``ChannelDispatcher``, and no
@@ -24,6 +25,7 @@ import pytest
 from personal_assistant.workers.utils.alert_channels import (
     ChannelDispatcher,
     ChannelError,
+    ConfigError,
     EmailChannel,
     Notification,
     channels_from_env,
@@ -224,7 +226,10 @@ def test_a_wrong_webhook_secret_fails_verification(
 ) -> None:
     failures: list[str] = []
     wrong = channels_from_env(
-        {"ALERT_WEBHOOK_URL": webhook.url + "/alerts", "ALERT_WEBHOOK_SECRET": "not-the-secret"}
+        {
+            "ALERT_WEBHOOK_URL": webhook.url + "/alerts",
+            "ALERT_WEBHOOK_SECRET": "not-the-secret-but-long-enough-to-sign",
+        }
     )
     with ChannelDispatcher(wrong, retries=2, backoff=0.01, failure_counter=failures.append) as d:
         d.dispatch(["webhook"], notification())
@@ -309,3 +314,39 @@ def test_smtp_over_implicit_tls(certificate: Certificate) -> None:
     ((envelope, message),) = mailbox.messages
     assert message["Subject"] == "[WARNING] CeleryQueueBacklog: firing"
     assert envelope.rcpt_tos == ["ops@example.org"]
+
+
+def test_an_smtp_login_without_tls_is_refused_before_the_password_leaves() -> None:
+    """A server that offers AUTH without TLS would get the password as base64: the channel is
+    never built, so no connection is made."""
+    mailbox = Mailbox(SMTP_USER, SMTP_PASSWORD)
+    controller = LoopbackSMTP(mailbox, auth_require_tls=False, authenticator=mailbox.authenticate)
+    controller.start()
+    try:
+        env = {
+            "ALERT_SMTP_HOST": "127.0.0.1",
+            "ALERT_SMTP_PORT": str(controller.port),
+            "ALERT_SMTP_USER": SMTP_USER,
+            "ALERT_SMTP_PASSWORD": SMTP_PASSWORD,
+            "ALERT_SMTP_FROM": "alerts@example.org",
+            "ALERT_SMTP_TO": "ops@example.org",
+        }
+        with pytest.raises(ConfigError) as caught:
+            channels_from_env(env)
+        with pytest.raises(ValueError, match="clear text"):
+            EmailChannel(
+                "127.0.0.1",
+                controller.port,
+                "alerts@example.org",
+                ["ops@example.org"],
+                username=SMTP_USER,
+                password=SMTP_PASSWORD,
+            )
+    finally:
+        controller.stop()
+    assert str(caught.value) == (
+        "ALERT_SMTP_USER/ALERT_SMTP_PASSWORD need ALERT_SMTP_STARTTLS=true or"
+        " ALERT_SMTP_SSL=true: without TLS the password would go out in clear text"
+    )
+    assert mailbox.logins == []
+    assert mailbox.messages == []

@@ -21,7 +21,7 @@ from tests.support.worker import WorkerProcess
 
 pytestmark = pytest.mark.integration
 
-SECRET = "s3cret-for-tests"  # noqa: S105 - a test fixture's shared secret
+SECRET = "end-to-end-webhook-secret-of-32-bytes-or-more"  # noqa: S105 - a test secret
 RULES = """
 rules:
   - name: broken_parser

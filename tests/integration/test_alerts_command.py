@@ -65,8 +65,9 @@ def test_alerts_test_sends_a_signed_test_notification_through_the_rules_channels
     hit = webhook.wait(1)[0]
     body = json.loads(hit.body)
     assert body["message"].startswith("TEST: 3 failures of")
-    expected = hmac.new(WEBHOOK_SECRET.encode(), hit.body, hashlib.sha256).hexdigest()
-    assert hit.signature_valid and expected in hit.headers["X-Signature-256"]
+    signed = hit.headers["X-Alert-Timestamp"].encode() + b"." + hit.body
+    expected = hmac.new(WEBHOOK_SECRET.encode(), signed, hashlib.sha256).hexdigest()
+    assert hit.signature_valid and hit.headers["X-Signature-256"] == f"sha256={expected}"
     unknown = alerts(redis_url, env, "test", "nope")
     assert unknown.returncode != 0
     assert "parser_failures" in unknown.stderr
@@ -122,3 +123,41 @@ def test_a_bad_rules_file_stops_start_up_naming_the_line_and_field(
     assert refused.returncode == 2
     assert "line 3" in refused.stderr and "field 'condition'" in refused.stderr
     assert "Traceback" not in refused.stderr
+
+
+SHORT_SECRET = "short-secret-17b"  # noqa: S105 - a test secret, too short on purpose
+ALIAS_RULES = RULES.replace("channels: [webhook, log]", "channels: &c [log]") + "    labels: *c\n"
+START_UP_REFUSALS = [
+    # (what, environment beyond ALERTING_ENABLED, words stderr must hold)
+    ("a short webhook secret",
+     {"ALERT_WEBHOOK_URL": "https://hooks.example.org/x", "ALERT_WEBHOOK_SECRET": SHORT_SECRET},
+     "ALERT_WEBHOOK_SECRET: the webhook secret must be at least 32 bytes"),
+    ("an SMTP login without TLS",
+     {"ALERT_SMTP_HOST": "127.0.0.1", "ALERT_SMTP_FROM": "a@example.org",
+      "ALERT_SMTP_TO": "b@example.org", "ALERT_SMTP_USER": "u", "ALERT_SMTP_PASSWORD": "pw-17b"},
+     "ALERT_SMTP_USER/ALERT_SMTP_PASSWORD need ALERT_SMTP_STARTTLS=true or ALERT_SMTP_SSL=true"),
+    ("Slack over plain http",
+     {"ALERT_SLACK_WEBHOOK_URL": "http://hooks.slack.example/services/T/B/tok3n"},
+     "ALERT_SLACK_WEBHOOK_URL: Slack webhook: URL http://hooks.slack.example/**** must be https"),
+    ("an alias in the rules file", {"ALERT_RULES_FILE": "alias.yaml"},
+     "alias.yaml line 8: aliases (*name) are not allowed"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("env", "words"),
+    [case[1:] for case in START_UP_REFUSALS],
+    ids=[case[0] for case in START_UP_REFUSALS],
+)
+def test_unsafe_alerting_settings_stop_start_up_with_one_line(
+    redis_url: str, tmp_path: Path, env: dict[str, str], words: str
+) -> None:
+    if "ALERT_RULES_FILE" in env:
+        (tmp_path / "alias.yaml").write_text(ALIAS_RULES)
+        env = {"ALERT_RULES_FILE": str(tmp_path / "alias.yaml")}
+    refused = alerts(redis_url, {"ALERTING_ENABLED": "true", **env}, "rules")
+    assert refused.returncode != 0
+    assert words in refused.stderr
+    assert "Traceback" not in refused.stderr
+    for secret in (SHORT_SECRET, "pw-17b", "tok3n"):
+        assert secret not in refused.stderr

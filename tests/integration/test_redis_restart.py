@@ -111,6 +111,8 @@ def test_five_redis_restarts_under_load_lose_no_task_and_no_worker(
         logs = "\n".join(w.log() for w in workers)
     finally:
         for worker in workers:
+            worker.terminate()
+        for worker in workers:
             worker.stop()
         beat.terminate()
         beat.wait(timeout=30)

@@ -19,25 +19,33 @@ from personal_assistant.workers.celery_app import WorkerApp
 from personal_assistant.workers.schedulers.dependency_scheduler import workflow_status
 from tests.support.waiting import wait_for
 from tests.support.worker import WorkerProcess, worker_env
+from tests.support.workflow_inputs import CLEANUP_OLD_LOGS, alias_bomb_workflow, cleanup_everything
 
 pytestmark = pytest.mark.integration
 
 Q = {"queue": c.MAINTENANCE_QUEUE}
 
 
-def cli(redis_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+def cli(redis_url: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "celery", "-A", "tests.support.celery_test_app", "workflow", *args],
         env=worker_env(redis_url),
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout,
         check=False,
     )
 
 
+class _NoAliases(yaml.SafeDumper):
+    """Writes a shared value out each time (workflow files may not hold aliases)."""
+
+    def ignore_aliases(self, data: object) -> bool:
+        return True
+
+
 def write(path: Path, definition: dict[str, object]) -> Path:
-    path.write_text(yaml.safe_dump(definition))
+    path.write_text(yaml.dump(definition, Dumper=_NoAliases))
     return path
 
 
@@ -119,7 +127,47 @@ def test_a_yaml_file_with_a_duplicate_task_id_is_refused_with_its_line(
     file.write_text("tasks:\n  a:\n    task: tests.step\n  a:\n    task: tests.step\n")
     refused = cli(redis_url, "submit", str(file))
     assert refused.returncode != 0
-    assert "duplicate key 'a' (line 4)" in refused.stderr
+    assert f"{file}: line 4: duplicate key 'a'" in refused.stderr
+
+
+def test_submitting_dev_zero_ends_at_once_with_one_line_and_nothing_started(
+    redis_url: str,
+    redis_client: redis.Redis,
+) -> None:
+    refused = cli(redis_url, "submit", "/dev/zero", timeout=60)
+    assert refused.returncode == 1
+    assert refused.stderr == "Error: invalid workflow: /dev/zero: not a regular file\n"
+    assert redis_client.keys("pa:wf:*") == []
+
+
+def test_submitting_a_file_of_nested_aliases_ends_at_once_with_one_line_and_nothing_started(
+    redis_url: str,
+    redis_client: redis.Redis,
+    tmp_path: Path,
+) -> None:
+    file = tmp_path / "bomb.yaml"
+    file.write_text(alias_bomb_workflow())
+    refused = cli(redis_url, "submit", str(file), timeout=60)
+    assert refused.returncode == 1
+    assert refused.stderr == (
+        f"Error: invalid workflow: {file}: line 6: aliases (*name) are not allowed: "
+        "write the value out\n"
+    )
+    assert redis_client.keys("pa:wf:*") == []
+
+
+def test_submitting_a_forbidden_task_names_it_and_starts_nothing(
+    redis_url: str,
+    redis_client: redis.Redis,
+    tmp_path: Path,
+) -> None:
+    refused = cli(redis_url, "submit", str(write(tmp_path / "wipe.yaml", cleanup_everything())))
+    assert refused.returncode == 1
+    assert refused.stderr == (
+        f"Error: invalid workflow: wipe: task '{CLEANUP_OLD_LOGS}' may not run in a workflow: "
+        "maintenance tasks never run in a workflow\n"
+    )
+    assert redis_client.keys("pa:wf:*") == []
 
 
 def test_status_of_an_unknown_workflow_is_a_clear_error(redis_url: str) -> None:

@@ -16,10 +16,13 @@ import redis
 
 from personal_assistant.workers import constants as c
 from personal_assistant.workers.broker.priority import redis_list_names
-from personal_assistant.workers.celery_app import WorkerApp
+from personal_assistant.workers.celery_app import WorkerApp, create_app
+from personal_assistant.workers.config import load_settings
 from personal_assistant.workers.schedulers import workflow_runtime as runtime
 from personal_assistant.workers.schedulers.trigger_rules import Status
+from personal_assistant.workers.schedulers.workflow_definition import WorkflowValidationError
 from personal_assistant.workers.utils.task_monitoring import queue_depths
+from tests.support.workflow_inputs import CLEANUP_OLD_LOGS, celery_chunks, cleanup_everything
 
 pytestmark = pytest.mark.integration
 
@@ -159,3 +162,137 @@ def test_an_unknown_workflow_is_reported_as_such(producer_app: WorkerApp) -> Non
         runtime.workflow_status("f" * 32, app=producer_app)
     with pytest.raises(runtime.WorkflowNotFound):
         runtime.cancel_workflow("f" * 32, app=producer_app)
+
+
+# --- the allow-list and the size caps (issue 11) ---------------------------------------------
+
+
+def published(client: redis.Redis) -> list[dict[str, Any]]:
+    """Every task message waiting in any queue, highest priority first."""
+    return [
+        json.loads(raw)
+        for queue in c.QUEUES
+        for name in redis_list_names(queue)
+        for raw in client.lrange(name, 0, -1)
+    ]
+
+
+def nothing_stored_or_published(client: redis.Redis) -> bool:
+    """No workflow key and no message anywhere (kombu's own bindings aside)."""
+    return [k for k in client.scan_iter() if not k.startswith(b"_kombu.")] == []
+
+
+@pytest.mark.parametrize(
+    "definition",
+    [cleanup_everything(), celery_chunks()],
+    ids=["cleanup-old-logs-of-everything", "celery-chunks"],
+)
+def test_a_forbidden_task_is_refused_at_submit_and_nothing_is_stored_or_published(
+    producer_app: WorkerApp, redis_client: redis.Redis, definition: dict[str, Any]
+) -> None:
+    with pytest.raises(WorkflowValidationError) as refused:
+        runtime.submit_workflow(definition, app=producer_app)
+    assert "may not run in a workflow" in str(refused.value)
+    assert nothing_stored_or_published(redis_client)
+
+
+def test_a_definition_over_the_size_limit_is_refused_and_nothing_is_stored_or_published(
+    producer_app: WorkerApp, redis_client: redis.Redis
+) -> None:
+    chunk = "x" * (c.WORKFLOW_MAX_ARGS_BYTES - 100)  # each task's arguments fit
+    tasks = {f"t{i}": {"task": "tests.noop", "args": [chunk], "options": Q} for i in range(40)}
+    with pytest.raises(WorkflowValidationError) as refused:
+        runtime.submit_workflow({"tasks": tasks}, app=producer_app)
+    assert str(refused.value) == (
+        "invalid workflow: the definition is larger than the limit of 1,048,576 bytes (as JSON)"
+    )
+    assert nothing_stored_or_published(redis_client)
+
+
+def test_arguments_over_the_size_limit_are_refused_and_nothing_is_stored_or_published(
+    producer_app: WorkerApp, redis_client: redis.Redis
+) -> None:
+    big = {"task": "tests.noop", "kwargs": {"blob": "x" * c.WORKFLOW_MAX_ARGS_BYTES}}
+    with pytest.raises(WorkflowValidationError) as refused:
+        runtime.submit_workflow({"tasks": {"big": {**big, "options": Q}}}, app=producer_app)
+    assert f"the limit is {c.WORKFLOW_MAX_ARGS_BYTES:,} bytes" in str(refused.value)
+    assert nothing_stored_or_published(redis_client)
+
+
+def store_forbidden_task(client: redis.Redis, workflow_id: str, task_id: str, name: str) -> None:
+    """Rewrite the stored definition as if it had been stored before the allow-list."""
+    key = f"pa:wf:{workflow_id}:def"
+    stored = json.loads(client.get(key))  # type: ignore[arg-type]
+    for task in stored["tasks"]:
+        if task["id"] == task_id:
+            task["task"] = name
+    client.set(key, json.dumps(stored))
+
+
+@pytest.mark.parametrize("name", [CLEANUP_OLD_LOGS, "celery.chunks"])
+@pytest.mark.parametrize("publish", ["in-the-commit", "send-task"])
+def test_a_stored_definition_naming_a_forbidden_task_is_refused_at_dispatch(
+    producer_app: WorkerApp,
+    redis_client: redis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+    name: str,
+    publish: str,
+) -> None:
+    if publish == "send-task":  # as on a broker the commit cannot publish to
+        monkeypatch.setattr(producer_app, "_workflow_outbox", False, raising=False)
+    definition = {
+        "tasks": {
+            "a": {"task": "tests.noop", "options": Q},
+            "b": {"task": "tests.noop", "depends_on": ["a"], "options": Q},
+            "after_b": {"task": "tests.noop", "depends_on": ["b"], "options": Q},
+            "alarm": {
+                "task": "tests.noop",
+                "depends_on": ["b"],
+                "trigger_rule": "one_failed",
+                "options": Q,
+            },
+        }
+    }
+    workflow_id = runtime.submit_workflow(definition, app=producer_app)
+    store_forbidden_task(redis_client, workflow_id, "b", name)
+    redis_client.delete(*redis_list_names(c.FILE_QUEUE))
+
+    runtime.record_task_event(producer_app, workflow_id, "a", Status.COMPLETED)
+
+    tasks = runtime.workflow_status(workflow_id, app=producer_app)["tasks"]
+    assert tasks["b"]["status"] == Status.FAILED
+    assert tasks["b"]["error"].startswith(f"not dispatched: task '{name}' may not run in a")
+    assert tasks["after_b"]["status"] == Status.UPSTREAM_FAILED
+    assert tasks["alarm"]["status"] == Status.QUEUED  # the workflow goes on by its rules
+    messages = published(redis_client)
+    assert [m["headers"]["pa_workflow_task"] for m in messages] == ["alarm"]
+    assert [m["headers"]["task"] for m in messages] == ["tests.noop"]
+
+    runtime.record_task_event(producer_app, workflow_id, "alarm", Status.COMPLETED)
+    status = runtime.workflow_status(workflow_id, app=producer_app)
+    assert status["state"] == "failed"  # its leaf after_b never ran
+    assert not redis_client.sismember("pa:wf:open", workflow_id)
+
+
+def test_a_task_the_workers_settings_no_longer_allow_is_failed_at_dispatch(
+    producer_app: WorkerApp, redis_client: redis.Redis
+) -> None:
+    workflow_id = runtime.submit_workflow(fan_in(1), app=producer_app)
+    redis_client.delete(*redis_list_names(c.FILE_QUEUE))
+    url = str(producer_app.conf.broker_url)
+    stricter = create_app(
+        load_settings(
+            celery_broker_url=url, celery_result_backend=url, workflow_allowed_tasks=["tests.step"]
+        )
+    )
+    try:
+        runtime.record_task_event(stricter, workflow_id, "u0", Status.COMPLETED)
+    finally:
+        stricter.close()
+    status = runtime.workflow_status(workflow_id, app=producer_app)
+    assert status["state"] == "failed"
+    assert (
+        "'tests.noop' may not run in a workflow: not on the allow-list"
+        in (status["tasks"]["sink"]["error"])
+    )
+    assert published(redis_client) == []

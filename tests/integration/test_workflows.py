@@ -300,3 +300,30 @@ def test_an_invalid_workflow_is_refused_whole_and_nothing_is_stored_or_dispatche
     assert "calls are not allowed" in message
     assert redis_client.keys("pa:wf:*") == []
     assert redis_client.keys(f"{c.MAINTENANCE_QUEUE}*") == []
+
+
+def test_a_worker_refuses_to_dispatch_a_task_its_settings_do_not_allow_and_the_workflow_ends(
+    producer_app: WorkerApp,
+    redis_client: redis.Redis,
+    start_worker: Callable[..., WorkerProcess],
+) -> None:
+    # The producer allows tests.*; the worker, which dispatches b when a ends, only tests.step.
+    start_worker([c.MAINTENANCE_QUEUE], env={"WORKFLOW_ALLOWED_TASKS": "tests.step"})
+    workflow_id = submit_workflow(
+        {
+            "tasks": {
+                "a": step("a"),
+                "b": {"task": "tests.noop", "depends_on": ["a"], "options": Q},
+                "alarm": step("alarm", "b", trigger_rule="one_failed"),
+            }
+        },
+        app=producer_app,
+    )
+    status = finished(producer_app, workflow_id)
+    tasks = status["tasks"]
+    assert tasks["b"]["status"] == "failed"
+    assert "'tests.noop' may not run in a workflow: not on the allow-list" in tasks["b"]["error"]
+    assert producer_app.AsyncResult(tasks["b"]["celery_id"]).status == "PENDING"  # never sent
+    assert tasks["alarm"]["status"] == "completed"
+    assert ran(redis_client) == ["a", "alarm"]
+    assert status["state"] == "completed"  # its one leaf, alarm, completed

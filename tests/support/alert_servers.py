@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
-import hashlib
-import hmac
 import threading
 import time
 from dataclasses import dataclass
@@ -17,10 +15,15 @@ from typing import Any
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
-from personal_assistant.workers.utils.alert_channels import SIGNATURE_HEADER
+from personal_assistant.workers.utils.alert_channels import (
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    verify_signature,
+)
 
-# The shared secret of the webhook receiver the tests start (conftest.py: ``webhook``).
-WEBHOOK_SECRET = "loopback-webhook-secret"  # noqa: S105 - a test fixture's shared secret
+# The shared secret of the webhook receiver the tests start (conftest.py: ``webhook``); at
+# least WEBHOOK_MIN_SECRET_BYTES (32) bytes, as channels require.
+WEBHOOK_SECRET = "loopback-webhook-secret-for-the-test-suite"  # noqa: S105 - a test secret
 
 
 class Mailbox:
@@ -79,7 +82,9 @@ class Hit:
 
 
 class Receiver:
-    """http.server on 127.0.0.1; with ``secret``, it verifies X-Signature-256 (401 if wrong)."""
+    """http.server on 127.0.0.1; with ``secret``, it verifies X-Signature-256 over
+    X-Alert-Timestamp and the body, and the timestamp's freshness, as a real receiver would
+    (``verify_signature``; 401 if either fails)."""
 
     def __init__(self, secret: str | None = None) -> None:
         self.hits: list[Hit] = []
@@ -91,9 +96,12 @@ class Receiver:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 valid = False
                 if secret is not None:
-                    digest = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-                    got = self.headers.get(SIGNATURE_HEADER, "")
-                    valid = hmac.compare_digest(f"sha256={digest}", got)
+                    valid = verify_signature(
+                        body,
+                        self.headers.get(SIGNATURE_HEADER),
+                        secret,
+                        self.headers.get(TIMESTAMP_HEADER),
+                    )
                 with receiver.arrived:
                     receiver.hits.append(
                         Hit(self.path, dict(self.headers.items()), body, valid, time.time())

@@ -124,6 +124,8 @@ def run_chaos(
             time.sleep(0.5)
     finally:
         for worker in running:
+            worker.terminate()
+        for worker in running:
             worker.stop()
     report.duration = time.monotonic() - began
     return report

@@ -83,5 +83,7 @@ def side_by_side(
         second_times = completion_times(app, ids[queues[1]])
     finally:
         for worker in workers:
+            worker.terminate()
+        for worker in workers:
             worker.stop()
     return rates_in_common_window(first_times, second_times)

@@ -110,6 +110,11 @@ class WorkerProcess:
             self._log_file.close()
             self._log_file = None
 
+    def terminate(self) -> None:
+        """Ask for a warm shutdown (SIGTERM) without waiting: stop several workers at once."""
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+
     def stop(self, timeout: float = 20.0) -> None:
         """Warm shutdown (SIGTERM), then SIGKILL if it hangs."""
         if self.process and self.process.poll() is None:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import subprocess
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import redis
 from rich.pretty import pretty_repr
 
 from personal_assistant.workers import constants as c
@@ -288,6 +291,161 @@ def test_the_log_filter_leaves_other_records_untouched_and_never_drops_them() ->
     assert record.args == ("text",)
 
 
+# A password holding the characters that end a URL's parts: urllib splits the authority at
+# the first '/' or '?', and '@' and ':' also delimit userinfo.
+AWKWARD = "pa/ss"
+
+
+@pytest.mark.parametrize(
+    ("url", "masked"),
+    [
+        (f"redis://:{AWKWARD}@cache.internal:6379/0", "redis://:****@cache.internal:6379/0"),
+        ("redis://user:p@ss/w:rd@cache.internal/0", "redis://user:****@cache.internal/0"),
+        ("amqp://u:a/b?c@rabbit//", "amqp://u:****@rabbit//"),
+        ("redis://alice:x:y/z@cache.internal:6379/0", "redis://alice:****@cache.internal:6379/0"),
+        ("redis://alice:q?uery#frag@cache.internal/0", "redis://alice:****@cache.internal/0"),
+    ],
+    ids=["slash", "at-slash-colon", "slash-question", "colon-slash", "question-hash"],
+)
+def test_a_password_with_url_delimiters_is_masked_whole_and_user_and_host_stay(
+    url: str, masked: str
+) -> None:
+    assert mask_url(url) == masked
+
+
+@pytest.mark.parametrize(
+    ("text", "masked"),
+    [
+        ("redis://cache:6379/0?password=s3cret", "redis://cache:6379/0?password=****"),
+        (
+            "redis://cache:6379/0?db=1&PASSWORD=s3cret&x=1",
+            "redis://cache:6379/0?db=1&PASSWORD=****&x=1",
+        ),
+        ("amqp://rabbit//?pass=s3cret#top", "amqp://rabbit//?pass=****#top"),
+        ("db+postgresql://db/app?Pwd=s3cret", "db+postgresql://db/app?Pwd=****"),
+        ("connecting with redis_password=s3cret now", "connecting with redis_password=**** now"),
+    ],
+    ids=["password", "upper-case-among-others", "pass", "pwd", "in-a-log-line"],
+)
+def test_password_parameters_are_masked(text: str, masked: str) -> None:
+    assert mask_url(text) == masked
+
+
+def test_words_that_merely_end_in_pass_are_left_alone() -> None:
+    assert mask_url("bypass=1 compass=north") == "bypass=1 compass=north"
+
+
+# A guard, not a benchmark: this takes milliseconds; a backtracking pattern takes hours.
+@pytest.mark.timeout(10)
+def test_mask_url_stays_linear_on_a_megabyte_of_letters() -> None:
+    text = "redis://" + "a" * 1_000_000
+
+    assert mask_url(text) == text
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"redis://:{AWKWARD}@cache.internal:6379/0",
+        f"redis://alice:{AWKWARD}@cache.internal:6379/0",
+        "redis://alice:p@ss/w:rd@cache.internal/0",
+    ],
+    ids=["no-user", "user", "at-and-colon"],
+)
+def test_a_config_error_never_shows_a_password_holding_a_slash(
+    clean_env: pytest.MonkeyPatch, url: str
+) -> None:
+    message = config_error(clean_env, CELERY_BROKER_URL=url)
+
+    assert "CELERY_BROKER_URL" in message
+    for fragment in ("pa/ss", "'pa'", "p@ss", "w:rd"):
+        assert fragment not in message
+    assert "****@" in message
+
+
+def test_the_start_up_error_never_shows_a_password_holding_a_slash(tmp_path: Path) -> None:
+    env = worker_env(f"redis://alice:{AWKWARD}@cache.internal:6379/0")
+
+    proc = subprocess.run(
+        [sys.executable, "-c", f"import {APP}"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert proc.returncode == 2, proc.stderr
+    assert "CELERY_BROKER_URL" in proc.stderr
+    assert "redis://alice:****@cache.internal:6379/0" in proc.stderr
+    for fragment in (AWKWARD, "'pa'", "ss@"):  # not even urllib's "... integer value as 'pa'"
+        assert fragment not in proc.stderr
+
+
+def log_through_masking_handler(emit: Callable[[logging.Logger], None]) -> str:
+    """What a handler with the filter writes for the records ``emit`` logs."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(MaskSecretsFilter())
+    logger = logging.getLogger("tests.unit.config.masking")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        emit(logger)
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = True
+        handler.close()
+    return stream.getvalue()
+
+
+def test_the_log_filter_masks_the_traceback_of_a_logged_exception() -> None:
+    def emit(logger: logging.Logger) -> None:
+        try:
+            raise redis.ConnectionError(f"Error connecting to redis://:{HIDDEN}@cache:6379/0")
+        except redis.ConnectionError:
+            logger.exception("the broker is gone")
+
+    written = log_through_masking_handler(emit)
+
+    assert "Traceback" in written
+    assert "redis.exceptions.ConnectionError: Error connecting to redis://:****@cache" in written
+    assert HIDDEN not in written
+
+
+def test_the_log_filter_masks_a_traceback_another_formatter_already_cached() -> None:
+    try:
+        raise ValueError(f"bad URL redis://u:{AWKWARD}@cache/0")
+    except ValueError:
+        record = logging.LogRecord("x", logging.ERROR, __file__, 1, "failed", None, sys.exc_info())
+    record.exc_text = logging.Formatter().formatException(record.exc_info)  # type: ignore[arg-type]
+
+    MaskSecretsFilter().filter(record)
+
+    assert record.exc_text is not None
+    assert AWKWARD not in record.exc_text
+    assert "redis://u:****@cache/0" in record.exc_text
+    assert AWKWARD not in logging.Formatter().format(record)
+
+
+def test_the_log_filter_masks_the_stack_info() -> None:
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "here", None, None)
+    record.stack_info = f"Stack (most recent call last):\n  connect('{URL_WITH_SECRET}')"
+
+    MaskSecretsFilter().filter(record)
+
+    assert HIDDEN not in record.stack_info
+    assert "connect('redis://alice:****@cache.internal:6380/1')" in record.stack_info
+
+
+def test_the_log_filter_keeps_a_record_whose_arguments_do_not_fit_its_format() -> None:
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "%d apples", ("many",), None)
+
+    assert MaskSecretsFilter().filter(record) is True
+    assert record.args == ("many",)
+
+
 # --- derived values --------------------------------------------------------------------------
 
 
@@ -342,3 +500,17 @@ def test_an_accepted_url_is_kept_as_it_was_given(
     settings = load_settings(**{field: url})
 
     assert getattr(settings, field) == url
+
+
+def test_relative_paths_in_settings_resolve_against_the_starting_directory(
+    clean_env: pytest.MonkeyPatch,
+) -> None:
+    clean_env.setenv("DATA_DIR", "var")
+    clean_env.setenv("TEMP_DIRS", "scratch,~/tmp")
+
+    settings = load_settings()
+
+    assert settings.data_dir == Path.cwd() / "var"
+    assert settings.temp_dirs == [Path.cwd() / "scratch", Path.home().resolve() / "tmp"]
+    assert settings.cleanup_log_roots == [Path.cwd() / "var" / "logs"]
+    assert all(p.is_absolute() for p in settings.cleanup_temp_roots)

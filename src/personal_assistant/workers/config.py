@@ -26,9 +26,13 @@ BROKER_SCHEMES = frozenset({"redis", "rediss", "amqp", "amqps", "pyamqp", "memor
 BACKEND_SCHEMES = frozenset(
     {"redis", "rediss", "rpc", "db+postgresql", "db+sqlite", "cache+memory"}
 )
-# The password runs to the *last* '@' of the authority (as urllib and redis-py split it), so a
-# password containing '@' is masked whole.
-_SECRET_IN_URL = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)(?P<secret>[^\s/]+)@")
+# A scheme at the start of a word ("redis://", "db+postgresql://"): the lookbehind keeps the
+# scan linear on long runs of letters (one attempt per word, not one per character).
+_SCHEME = re.compile(r"(?<![A-Za-z0-9+.\-])[A-Za-z][A-Za-z0-9+.\-]*://")
+_WHITESPACE = re.compile(r"\s")
+# `password=`, `pass=`, `pwd=` (also `redis_password=`, any case), in a query string or a log
+# line: the value runs to the next '&', '#' or space. Not `bypass=` or `compass=`.
+_SECRET_PARAMETER = re.compile(r"(?i)(?<![A-Za-z0-9])((?:password|pass|pwd)=)[^&#\s]+")
 MASK = "****"
 
 
@@ -37,8 +41,36 @@ class ConfigError(ValueError):
 
 
 def mask_url(url: str) -> str:
-    """Return ``url`` with its password replaced by ``****`` (user and host stay readable)."""
-    return _SECRET_IN_URL.sub(lambda m: f"{m['head']}{MASK}@", url)
+    """Return ``url`` (or any text holding URLs) with every password replaced by ``****``.
+
+    The password is the whole userinfo after the first ':', up to the *last* '@' before the
+    next space or URL, so one holding '/', '?', ':' or '@' is masked whole, even where urllib
+    would split it elsewhere; ``password=``/``pass=``/``pwd=`` parameters are masked too. User
+    and host stay readable. An '@' later in a URL without a password (``?to=a@b``) is taken as
+    the end of a userinfo and hides the host: the mask errs towards hiding.
+    """
+    if "://" in url:
+        url = _mask_userinfo(url)
+    return _SECRET_PARAMETER.sub(lambda m: f"{m[1]}{MASK}", url)
+
+
+def _mask_userinfo(text: str) -> str:
+    """Mask the password of each ``scheme://user:password@`` in ``text`` (see mask_url)."""
+    schemes = list(_SCHEME.finditer(text))
+    pieces: list[str] = []
+    done = 0
+    for index, scheme in enumerate(schemes):
+        start = scheme.end()
+        end = schemes[index + 1].start() if index + 1 < len(schemes) else len(text)
+        space = _WHITESPACE.search(text, start, end)
+        end = space.start() if space else end
+        at = text.rfind("@", start, end)
+        colon = text.find(":", start, at) if at >= 0 else -1
+        if colon < 0:
+            continue  # no userinfo, or a user without a password
+        pieces += [text[done : colon + 1], MASK]
+        done = at
+    return "".join(pieces) + text[done:] if pieces else text
 
 
 REDIS_URL_SCHEMES = ("redis://", "rediss://", "unix://")
@@ -56,24 +88,32 @@ def state_redis_url(broker_url: str, backend_url: str) -> str:
 
 
 def _check_url(url: str, allowed: frozenset[str], what: str) -> str:
-    """Parse a broker/backend URL far enough to catch typos before Celery hides them."""
+    """Parse a broker/backend URL far enough to catch typos before Celery hides them.
+
+    urllib's own messages are not repeated: they quote parts of the authority, where a
+    password holding '/' or '@' ends up (``Port could not be cast ... 'pa'``).
+    """
+
+    def refuse(reason: str) -> ValueError:
+        return ValueError(f"unparseable {what} URL {mask_url(url)!r}: {reason}")
+
     try:
         parts = urlsplit(url)
-        scheme = parts.scheme
-        needs_host = scheme not in {"memory", "rpc", "cache+memory", "db+sqlite"}
-        if scheme not in allowed:
-            raise ValueError(f"unknown scheme {scheme!r}; use one of {sorted(allowed)}")
-        if needs_host and not parts.hostname:
-            raise ValueError("no host in the URL")
-        _ = parts.port  # raises ValueError for a port that is not a number or out of range
-    except ValueError as exc:
-        raise ValueError(f"unparseable {what} URL {mask_url(url)!r}: {exc}") from None
-    if (
-        scheme in {"redis", "rediss"}
-        and parts.path.strip("/")
-        and not parts.path.strip("/").isdigit()
-    ):
-        raise ValueError(f"unparseable {what} URL {mask_url(url)!r}: the database must be a number")
+    except ValueError:
+        raise refuse("malformed host part") from None
+    scheme = parts.scheme
+    if scheme not in allowed:
+        raise refuse(f"unknown scheme {scheme!r}; use one of {sorted(allowed)}")
+    needs_host = scheme not in {"memory", "rpc", "cache+memory", "db+sqlite"}
+    try:
+        host, _ = parts.hostname, parts.port
+    except ValueError:
+        raise refuse("the port must be a number from 0 to 65535") from None
+    if needs_host and not host:
+        raise refuse("no host in the URL")
+    database = parts.path.strip("/")
+    if scheme in {"redis", "rediss"} and database and not database.isdigit():
+        raise refuse("the database must be a number")
     return url  # as given: re-joining the parts would drop the '//' of host-less URLs
 
 
@@ -162,6 +202,17 @@ class WorkerSettings(BaseSettings):
         "log_file_patterns",
         mode="before",
     )(_split_csv)
+
+    @field_validator("data_dir", "temp_dirs", "log_dirs", "alert_rules_file", mode="after")
+    @classmethod
+    def _absolute(cls, value: Any) -> Any:
+        # A default that works from one directory only is a bug (DESIGN.md section 4): paths are
+        # resolved once, against the directory the process starts in, and never move after.
+        if isinstance(value, Path):
+            return value.expanduser().resolve()
+        if isinstance(value, list):
+            return [p.expanduser().resolve() if isinstance(p, Path) else p for p in value]
+        return value
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -283,13 +334,34 @@ def get_settings() -> WorkerSettings:
     return load_settings()
 
 
+# Formats tracebacks exactly as logging.Formatter (and Celery's ColorFormatter) would.
+_TRACEBACK_FORMATTER = logging.Formatter()
+
+
 class MaskSecretsFilter(logging.Filter):
-    """Mask passwords in URLs in every log record that passes through a handler."""
+    """Mask passwords in every log record that passes through a handler: the message, the
+    traceback (``exc_text``, ``exc_info``) and the stack (``stack_info``)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        """Rewrite the record's message in place; never drop a record."""
-        message = record.getMessage()
-        masked = mask_url(message)
-        if masked != message:
-            record.msg, record.args = masked, None
+        """Rewrite the record in place; never drop a record."""
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad format string is the formatter's to report, not ours
+            message = None
+        if message is not None:
+            masked = mask_url(message)
+            if masked != message:
+                record.msg, record.args = masked, None
+        # The traceback as every formatter prints it: the cached text, else the exception.
+        traceback = record.exc_text
+        if not traceback and record.exc_info:
+            traceback = _TRACEBACK_FORMATTER.formatException(record.exc_info)
+        if traceback:
+            masked = mask_url(traceback)
+            if masked != traceback:
+                # Formatters print a cached exc_text as it is. The exception object still
+                # holds the secret, so no handler may render it again.
+                record.exc_text, record.exc_info = masked, None
+        if record.stack_info:
+            record.stack_info = mask_url(record.stack_info)
         return True

@@ -61,6 +61,13 @@ VISIBILITY_TIMEOUT_S: Final = int(max(TASK_TIME_LIMIT_S, MAX_COUNTDOWN_S) * 1.2)
 # passed by reference. Past it, the fetch dead-letters the message instead of handing megabytes
 # to the worker's main process.
 BROKER_MAX_MESSAGE_BYTES: Final = 4 * 1024 * 1024
+# Reconnecting to a lost broker: first try after half a second, then every half second more, up
+# to five seconds apart (Celery waits 2, 4, 6 ... up to 30 s): a Redis restart takes about a
+# second, so workers are back within a second or two of it, and a long outage costs one TCP
+# connect every five seconds per worker.
+BROKER_RECONNECT_FIRST_S: Final = 0.5
+BROKER_RECONNECT_STEP_S: Final = 0.5
+BROKER_RECONNECT_MAX_S: Final = 5.0
 # Redis 7: the fetch scripts declare ``allow-oom`` so a full server can still be drained.
 REDIS_MIN_VERSION: Final = (7, 0)
 

@@ -42,9 +42,14 @@ def task_routes() -> dict[str, dict[str, Any]]:
     }
 
 
-def queue_for_task(task_name: str) -> str:
-    """The queue a task of this name is routed to (the default queue when no route matches)."""
+def home_queue(task_name: str) -> str | None:
+    """The domain queue of a task defined in a domain module; None for any other task."""
     for queue, module in QUEUE_MODULES.items():
         if task_name.startswith(module + "."):
             return queue
-    return c.DEFAULT_QUEUE
+    return None
+
+
+def queue_for_task(task_name: str) -> str:
+    """The queue a task of this name is routed to (the default queue when no route matches)."""
+    return home_queue(task_name) or c.DEFAULT_QUEUE

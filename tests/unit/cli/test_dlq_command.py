@@ -48,6 +48,12 @@ def letters(dlq: DeadLetterQueue) -> list[DeadLetter]:
     return added
 
 
+def store_raw(client: redis.Redis, letter_id: str, raw: str, at: float) -> None:
+    """Write an entry as someone with access to Redis could, bypassing DeadLetterQueue.add."""
+    client.hset(c.DLQ_KEY, letter_id, raw)
+    client.zadd(c.DLQ_INDEX_KEY, {letter_id: at})
+
+
 def dlq_cli(
     redis_url: str, cwd: Path, *args: str, stdin: str | None = None
 ) -> subprocess.CompletedProcess[str]:
@@ -174,3 +180,112 @@ def test_replay_of_an_unknown_id_fails_and_keeps_the_others(
     assert proc.returncode != 0
     assert "no dead letter with id unknown" in proc.stderr
     assert len(dlq) == 2
+
+
+# --- entries that do not read, or that name what this deployment does not run ---------------
+
+
+def test_list_skips_a_non_json_entry_and_names_it_on_stderr(
+    redis_url: str, tmp_path: Path, redis_client: redis.Redis, letters: list[DeadLetter]
+) -> None:
+    store_raw(redis_client, "broken", "{not json", at=1_700_000_001.5)
+
+    proc = dlq_cli(redis_url, tmp_path, "list")
+
+    assert proc.returncode == 0, proc.stderr
+    assert letters[0].id in proc.stdout
+    assert letters[1].id in proc.stdout
+    assert "1 unreadable entry skipped: broken; see `dlq show broken`" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert redis_client.hget(c.DLQ_KEY, "broken") == b"{not json"
+
+
+def test_list_as_json_prints_only_readable_entries_and_counts_the_skipped_on_stderr(
+    redis_url: str, tmp_path: Path, redis_client: redis.Redis, letters: list[DeadLetter]
+) -> None:
+    store_raw(redis_client, "broken", "[1, 2]", at=1_700_000_003.0)
+    store_raw(redis_client, "typo", '{"task_name": 1}', at=1_700_000_004.0)
+
+    proc = dlq_cli(redis_url, tmp_path, "list", "--json")
+
+    assert proc.returncode == 0, proc.stderr
+    assert [DeadLetter.from_json(line) for line in proc.stdout.splitlines()] == letters[::-1]
+    assert "2 unreadable entries skipped: typo, broken; see `dlq show ID`" in proc.stderr
+
+
+def test_show_of_an_unreadable_entry_prints_its_raw_text_and_why(
+    redis_url: str, tmp_path: Path, redis_client: redis.Redis
+) -> None:
+    raw = json.dumps({**json.loads(letter(1).to_json()), "args": "rm -rf /"})
+    store_raw(redis_client, "tampered", raw, at=1.0)
+
+    proc = dlq_cli(redis_url, tmp_path, "show", "tampered")
+
+    assert proc.returncode == 1
+    assert proc.stdout == raw + "\n"
+    [line] = proc.stderr.splitlines()
+    assert "dead letter tampered is unreadable: args must be a list, not a string" in line
+    assert f"all of its {len(raw)} bytes" in line
+    assert "`dlq purge tampered`" in line
+
+
+def test_show_clips_a_long_unreadable_entry_and_escapes_control_characters(
+    redis_url: str, tmp_path: Path, redis_client: redis.Redis
+) -> None:
+    raw = "\x1b[2J" + "x" * 100_000
+    store_raw(redis_client, "noisy", raw, at=1.0)
+
+    proc = dlq_cli(redis_url, tmp_path, "show", "noisy")
+
+    assert proc.returncode == 1
+    assert "\x1b" not in proc.stdout
+    assert proc.stdout.startswith("\\x1b[2J")
+    assert len(proc.stdout) < 10_000
+    assert f"the first {8 * 1024} of its {len(raw)} bytes" in proc.stderr
+
+
+def test_purge_of_an_unreadable_entry_removes_it(
+    redis_url: str, tmp_path: Path, dlq: DeadLetterQueue, redis_client: redis.Redis
+) -> None:
+    store_raw(redis_client, "broken", "{not json", at=1.0)
+
+    proc = dlq_cli(redis_url, tmp_path, "purge", "broken")
+
+    assert proc.returncode == 0, proc.stderr
+    assert "purged 1 dead letter(s)" in proc.stdout
+    assert redis_client.exists(c.DLQ_KEY, c.DLQ_INDEX_KEY) == 0
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        ({"queue": "nowhere"}, "queue 'nowhere' is not one of"),
+        ({"priority": 99}, "priority 99 is not from 0 to 9"),
+        ({"task_name": "no.such.task"}, "task_name 'no.such.task' is not a registered task"),
+        ({"args": "not a list"}, "is unreadable: args must be a list, not a string"),
+    ],
+    ids=["unconsumed-queue", "priority-99", "unknown-task", "args-not-a-list"],
+)
+def test_replay_of_a_tampered_entry_is_refused_in_one_line_and_the_entry_stays(
+    case: tuple[dict[str, object], str],
+    redis_url: str,
+    tmp_path: Path,
+    redis_client: redis.Redis,
+    letters: list[DeadLetter],
+) -> None:
+    changes, says = case
+    bad = letter(9)
+    raw = json.dumps({**json.loads(bad.to_json()), **changes})
+    store_raw(redis_client, bad.id, raw, at=bad.failed_at)
+
+    proc = dlq_cli(redis_url, tmp_path, "replay", bad.id, letters[0].id)
+
+    assert proc.returncode == 1
+    [line] = proc.stderr.splitlines()
+    assert f"dead letter {bad.id}" in line
+    assert says in line
+    assert "it stays in the dead-letter queue" in line
+    assert f"replayed {letters[0].id} as task" in proc.stdout
+    assert redis_client.hget(c.DLQ_KEY, bad.id) == raw.encode()
+    assert redis_client.zscore(c.DLQ_INDEX_KEY, bad.id) == bad.failed_at
+    assert redis_client.exists("nowhere") == 0

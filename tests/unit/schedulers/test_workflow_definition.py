@@ -4,21 +4,33 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import re
+import tempfile
+import tracemalloc
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from personal_assistant.workers import constants as c
 from personal_assistant.workers.schedulers.workflow_definition import (
     MAX_WORKFLOW_TASKS,
+    TASK_FIELDS,
     WorkflowDefinition,
     WorkflowTask,
     WorkflowValidationError,
     load_definition_file,
+    parse_and_build,
     parse_definition,
 )
+from personal_assistant.workers.schedulers.workflow_policy import WorkflowTaskPolicy
+from tests.support.workflow_inputs import ALIAS_BOMB, alias_bomb_workflow, shared_list_bomb
 
 FETCH = "personal_assistant.workers.tasks.sync_tasks.probe"
 SUMMARIZE = "personal_assistant.workers.tasks.ai_tasks.probe"
@@ -97,9 +109,10 @@ def test_the_list_form_parses_to_the_same_definition() -> None:
     )
 
 
-def test_without_known_tasks_any_celery_task_name_is_accepted() -> None:
-    definition = parse_definition({"tasks": {"a": {"task": "anything.at.all"}}})
-    assert definition.tasks["a"].task == "anything.at.all"
+def test_without_known_tasks_any_allowed_task_name_is_accepted() -> None:
+    name = "personal_assistant.workers.tasks.email_tasks.not_registered_here"
+    definition = parse_definition({"tasks": {"a": {"task": name}}})
+    assert definition.tasks["a"].task == name
     assert definition.name == "workflow"
     assert definition.deadline is None
 
@@ -369,8 +382,7 @@ def test_a_duplicate_yaml_key_is_reported_with_its_line(tmp_path: Path) -> None:
     text = f"tasks:\n  fetch:\n    task: {FETCH}\n  fetch:\n    task: {SUMMARIZE}\n"
     problems = file_problems(write(tmp_path, "wf.yaml", text))
     assert len(problems) == 1
-    assert "duplicate key 'fetch' (line 4)" in problems[0]
-    assert "wf.yaml" in problems[0]
+    assert problems[0] == f"{tmp_path / 'wf.yaml'}: line 4: duplicate key 'fetch'"
 
 
 def test_a_yaml_syntax_error_is_reported_with_its_place(tmp_path: Path) -> None:
@@ -409,6 +421,101 @@ def test_a_yaml_python_tag_is_refused_not_executed(tmp_path: Path) -> None:
     problems = file_problems(write(tmp_path, "wf.yaml", text))
     assert len(problems) == 1
     assert "python/object/apply" in problems[0]
+
+
+# --- hostile files: every failure one validation error naming the file and the line -------
+
+
+def test_a_file_of_nested_aliases_is_refused_before_anything_expands(tmp_path: Path) -> None:
+    path = write(tmp_path, "bomb.yaml", alias_bomb_workflow())
+    problems = file_problems(path)
+    assert problems == [f"{path}: line 6: aliases (*name) are not allowed: write the value out"]
+
+
+def test_the_alias_bomb_alone_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, "bomb.yaml", ALIAS_BOMB)
+    assert file_problems(path) == [
+        f"{path}: line 2: aliases (*name) are not allowed: write the value out"
+    ]
+
+
+def test_a_device_is_refused_without_being_read() -> None:
+    assert file_problems(Path("/dev/zero")) == ["/dev/zero: not a regular file"]
+
+
+def test_a_file_over_the_size_limit_is_refused_naming_the_limit(tmp_path: Path) -> None:
+    path = tmp_path / "big.yaml"
+    path.write_bytes(b"# padding\n" * (c.WORKFLOW_MAX_DEFINITION_BYTES // 10 + 1))
+    assert file_problems(path) == [f"{path}: larger than the limit of 1,048,576 bytes"]
+
+
+def test_a_file_of_exactly_the_size_limit_is_read(tmp_path: Path) -> None:
+    text = f"tasks:\n  a:\n    task: {FETCH}\n"
+    padding = c.WORKFLOW_MAX_DEFINITION_BYTES - len(text) - 2
+    path = write(tmp_path, "full.yaml", text + "#" + "x" * padding + "\n")
+    assert path.stat().st_size == c.WORKFLOW_MAX_DEFINITION_BYTES
+    assert load_definition_file(path) == {"tasks": {"a": {"task": FETCH}}}
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("deadline: .inf\n", "line 1: '.inf' is not a finite number"),
+        ("name: x\ndeadline: 1.0e+400\n", "line 2: '1.0e+400' is not a finite number"),
+        ("deadline: " + "9" * 5000 + "\n", "line 1: the number '99999"),
+        ("tasks:\n  ? [a, b]\n  : 1\n", "line 2: a key must be a single value"),
+        ("name: caf\xe9\n", "line 1: not UTF-8 (byte 0xe9)"),
+        ("tasks: " + "[" * 100_000 + "]" * 100_000 + "\n", "line 1: "),
+        ("tasks: " + "[" * 40 + "]" * 40 + "\n", "line 1: nested deeper than 32 levels"),
+        ("name: &n x\ntasks: *n\n", "line 2: aliases (*name) are not allowed"),
+        ("tasks: !!set {a, b}\n", "line 1: tag 'tag:yaml.org,2002:set' is not allowed"),
+    ],
+    ids=[
+        "inf",
+        "1e400",
+        "5000-digits",
+        "unhashable-key",
+        "not-utf8",
+        "100k-deep",
+        "40-deep",
+        "alias",
+        "set",
+    ],
+)
+def test_a_hostile_yaml_file_is_one_validation_error_naming_the_file_and_line(
+    tmp_path: Path, text: str, reason: str
+) -> None:
+    path = tmp_path / "wf.yaml"
+    path.write_bytes(text.encode("latin-1"))
+    problems = file_problems(path)
+    assert len(problems) == 1
+    assert problems[0].startswith(f"{path}: {reason}")
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ('{"deadline": Infinity}', "Infinity is not a finite number"),
+        ('{"deadline": 1e400}', "'1e400' is not a finite number"),
+        ('{"deadline": ' + "9" * 5000 + "}", "has more than 18 digits"),
+        ('{"tasks": {}, "tasks": {}}', "duplicate key 'tasks'"),
+        ("[" * 100_000 + "]" * 100_000, "nested deeper than 32 levels"),
+    ],
+    ids=["infinity", "1e400", "5000-digits", "duplicate-key", "deep"],
+)
+def test_a_hostile_json_file_is_one_validation_error_naming_the_file(
+    tmp_path: Path, text: str, reason: str
+) -> None:
+    path = write(tmp_path, "wf.json", text)
+    problems = file_problems(path)
+    assert len(problems) == 1
+    assert problems[0].startswith(str(path))
+    assert reason in problems[0]
+
+
+def test_a_validation_error_of_one_problem_is_one_line() -> None:
+    error = WorkflowValidationError(["/dev/zero: not a regular file"])
+    assert str(error) == "invalid workflow: /dev/zero: not a regular file"
 
 
 # --- storage and scheduling -----------------------------------------------------------------
@@ -456,3 +563,216 @@ def test_build_scheduler_carries_rules_conditions_timeouts_and_the_deadline() ->
     assert scheduler.deadline == timedelta(seconds=3600)
     assert scheduler.start() == ["fetch"]
     assert scheduler.record_status("fetch", "completed", {"count": 2}) == ["summarize"]
+
+
+def test_a_definition_is_stored_compactly_without_the_defaults() -> None:
+    definition = parse_definition(one_task(), known_tasks=KNOWN)
+    stored = json.loads(definition.to_json())
+    assert stored == {"name": "workflow", "deadline": None, "tasks": [{"id": "a", "task": FETCH}]}
+    assert " " not in definition.to_json()
+
+
+def test_a_definition_stored_by_the_previous_version_is_still_read() -> None:
+    definition = parse_definition(valid_mapping(), known_tasks=KNOWN)
+    from dataclasses import asdict  # noqa: PLC0415 - the old format, built as it was
+
+    old = json.dumps(
+        {
+            "name": definition.name,
+            "deadline": definition.deadline,
+            "tasks": [asdict(t) for t in definition.tasks.values()],
+        }
+    )
+    assert WorkflowDefinition.from_json(old) == definition
+
+
+# --- the size of a definition given as Python data ------------------------------------------
+
+
+def compact_size(raw: Any) -> int:
+    return len(json.dumps(raw, separators=(",", ":"), ensure_ascii=False).encode())
+
+
+def padded_definition(total: int) -> dict[str, Any]:
+    """A valid definition whose compact JSON is exactly ``total`` bytes (tasks of big args)."""
+    chunk = c.WORKFLOW_MAX_ARGS_BYTES - 100
+    tasks = {f"t{i}": {"task": FETCH, "args": ["x" * chunk]} for i in range(total // chunk + 1)}
+    raw: dict[str, Any] = {"tasks": tasks}
+    last = tasks[f"t{len(tasks) - 1}"]
+    last["args"] = [""]
+    last["args"] = ["x" * (total - compact_size(raw))]
+    assert compact_size(raw) == total
+    return raw
+
+
+def test_a_definition_over_the_size_limit_is_refused_naming_the_limit() -> None:
+    raw = padded_definition(c.WORKFLOW_MAX_DEFINITION_BYTES + 1)
+    problems = problems_of(raw)
+    assert problems == ["the definition is larger than the limit of 1,048,576 bytes (as JSON)"]
+
+
+def test_a_definition_of_exactly_the_size_limit_is_accepted() -> None:
+    raw = padded_definition(c.WORKFLOW_MAX_DEFINITION_BYTES)
+    definition = parse_definition(raw, known_tasks=KNOWN)
+    # Stored as validated, plus the name, the deadline and each task's id.
+    stored = len(definition.to_json().encode())
+    assert stored <= c.WORKFLOW_MAX_DEFINITION_BYTES + 50 + 16 * len(definition.tasks)
+
+
+def test_shared_lists_that_would_serialise_to_gigabytes_are_refused() -> None:
+    problems = problems_of(one_task(args=[shared_list_bomb()]))
+    assert problems == ["the definition is larger than the limit of 1,048,576 bytes (as JSON)"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ({"deadline": float("inf"), **one_task()}, "deadline: inf is not a finite number"),
+        ({"deadline": 10**5000, **one_task()}, "deadline: <an integer of about 5,001 digits>"),
+        (one_task(args=[float("nan")]), "tasks.a.args[0]: nan is not a finite number"),
+        (one_task(kwargs={"k": {1: "x"}}), "tasks.a.kwargs.k: the key 1 is not a string"),
+        (one_task(kwargs={"k": {1, 2}}), "tasks.a.kwargs.k: <set of 2> is not JSON data"),
+        (one_task(args=["\ud800"]), "tasks.a.args[0]: a string holding a lone surrogate"),
+    ],
+    ids=["inf-deadline", "huge-int-deadline", "nan-arg", "int-key", "set", "surrogate"],
+)
+def test_a_python_value_json_cannot_hold_is_refused_with_its_path(raw: Any, expected: str) -> None:
+    problems = problems_of(raw)
+    assert any(problem.startswith(expected) for problem in problems), problems
+
+
+def test_python_data_nested_100000_deep_is_refused() -> None:
+    value: list[Any] = []
+    for _ in range(100_000):
+        value = [value]
+    problems = problems_of(one_task(args=value))
+    assert len(problems) == 1
+    assert problems[0].endswith("nested deeper than 32 levels")
+
+
+def test_the_problem_list_is_clipped_with_a_count_of_the_rest() -> None:
+    tasks = {f"t{i}": {"task": FETCH, "options": {"queue": "nowhere"}} for i in range(100)}
+    problems = problems_of({"tasks": tasks})
+    assert len(problems) == 20
+    assert problems[-1] == "... and 81 more problems"
+
+
+# --- properties: whatever comes in, a validation error or a valid definition ----------------
+
+VALID_YAML = YAML_DEFINITION.encode()
+VALID_JSON = json.dumps(valid_mapping()).encode()
+REGISTERED = frozenset({FETCH, SUMMARIZE, "celery.chunks"})
+POLICY = WorkflowTaskPolicy.from_patterns(["tests.*"])
+
+
+@st.composite
+def spliced(draw: st.DrawFn, base: bytes) -> bytes:
+    """``base`` with a few bytes replaced by others: mostly valid, broken somewhere."""
+    start = draw(st.integers(0, len(base)))
+    cut = draw(st.integers(0, 16))
+    return base[:start] + draw(st.binary(max_size=16)) + base[start + cut :]
+
+
+@contextmanager
+def memory_peak() -> Iterator[list[int]]:
+    """The peak of memory allocated in the block, in bytes (appended to the yielded list)."""
+    tracemalloc.start()
+    peak: list[int] = []
+    try:
+        yield peak
+    finally:
+        peak.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+
+
+def submit_path(path: Path) -> WorkflowDefinition | WorkflowValidationError:
+    """What ``workflow submit PATH`` does before Redis: load, then validate."""
+    try:
+        return parse_and_build(load_definition_file(path), known_tasks=REGISTERED, policy=POLICY)[0]
+    except WorkflowValidationError as exc:
+        return exc
+
+
+@settings(
+    max_examples=300,
+    deadline=timedelta(seconds=2),
+    suppress_health_check=[HealthCheck.too_slow],
+)
+@given(
+    st.binary(),
+    st.sampled_from(["wf.yaml", "wf.json"]),
+    st.one_of(st.binary(), spliced(VALID_YAML), spliced(VALID_JSON)),
+)
+def test_any_bytes_as_a_workflow_file_end_in_a_validation_error_or_a_valid_definition(
+    raw: bytes, name: str, mutated: bytes
+) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        for data in (raw, mutated):
+            path = Path(tmp) / name
+            path.write_bytes(data)
+            with memory_peak() as peak:
+                outcome = submit_path(path)
+            assert peak[0] < 200 * 1024 * 1024
+            assert isinstance(outcome, WorkflowDefinition | WorkflowValidationError)
+            if isinstance(outcome, WorkflowValidationError):
+                assert 1 <= len(outcome.problems) <= 20
+                assert all(len(problem) <= 300 for problem in outcome.problems)
+
+
+SPECIAL = st.sampled_from(
+    [float("inf"), float("nan"), 10**18, "\ud800", FETCH, "a", "b", "all_done"]
+)
+# Built on draw: Hypothesis describes a strategy by its values' reprs, and a 5,000-digit int
+# has none.
+HUGE_INTS = st.integers(4_400, 5_000).map(lambda digits: 10**digits)
+SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | st.text(max_size=20)
+    | SPECIAL
+    | HUGE_INTS
+)
+KEYS = (
+    st.text(max_size=12)
+    | st.sampled_from(sorted(TASK_FIELDS | {"name", "deadline", "tasks", "queue", "priority"}))
+    | st.integers()
+    | st.none()
+    | st.tuples(st.integers())
+)
+JSON_LIKE = st.recursive(
+    SCALARS,
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.tuples(inner, inner)
+        | st.dictionaries(KEYS, inner, max_size=4)
+    ),
+    max_leaves=30,
+)
+TASK_LIKE = st.dictionaries(st.sampled_from(sorted(TASK_FIELDS)), JSON_LIKE, max_size=4).map(
+    lambda fields: {"task": FETCH, **fields}
+)
+DEFINITION_LIKE = JSON_LIKE | st.fixed_dictionaries(
+    {"tasks": st.dictionaries(st.sampled_from(["a", "b", "c"]), TASK_LIKE, min_size=1)},
+    optional={"name": JSON_LIKE, "deadline": JSON_LIKE},
+)
+
+
+@settings(max_examples=300, deadline=timedelta(seconds=2))
+@given(DEFINITION_LIKE)
+def test_any_json_like_python_value_ends_in_a_validation_error_or_a_stored_definition(
+    raw: Any,
+) -> None:
+    with memory_peak() as peak:
+        try:
+            definition = parse_definition(raw, known_tasks=REGISTERED, policy=POLICY)
+        except WorkflowValidationError as exc:
+            assert 1 <= len(exc.problems) <= 20
+            assert all(len(problem) <= 300 for problem in exc.problems)
+            definition = None
+    assert peak[0] < 200 * 1024 * 1024
+    if definition is not None:  # what is accepted can be stored and read back as it was
+        stored = definition.to_json()
+        assert WorkflowDefinition.from_json(stored.encode()) == definition
+        assert all(t.timeout is None or math.isfinite(t.timeout) for t in definition.tasks.values())

@@ -1,8 +1,13 @@
-"""The cleanup tasks clean only the configured roots, by age and pattern, and refuse bad input."""
+"""The cleanup tasks clean only the configured roots, by age and pattern, and refuse bad input.
+
+Their arguments come from messages (workflow files, beat entries, replayed dead letters), so they
+may only make a cleanup stricter than the settings, never wider.
+"""
 
 from __future__ import annotations
 
 import os
+import re
 import time
 from dataclasses import dataclass
 from datetime import timedelta
@@ -78,14 +83,26 @@ def test_old_temp_files_are_deleted_and_young_ones_kept(roots: Roots) -> None:
     assert report["dry_run"] is False
 
 
-def test_max_age_hours_narrows_what_counts_as_old(roots: Roots) -> None:
+def test_a_max_age_hours_above_the_setting_keeps_more_files(
+    roots: Roots, clean_env: pytest.MonkeyPatch
+) -> None:
+    clean_env.setenv("TEMP_FILE_MAX_AGE_HOURS", "1")
+    make_file(roots.temp / "five-hours", timedelta(hours=5))
     make_file(roots.temp / "two-hours", timedelta(hours=2))
-    make_file(roots.temp / "ten-minutes", timedelta(minutes=10))
 
-    report = run_temp_cleanup(max_age_hours=1)
+    report = run_temp_cleanup(max_age_hours=3)
 
-    assert files_under(roots.temp) == {"ten-minutes"}
+    assert files_under(roots.temp) == {"two-hours"}
     assert report["files_deleted"] == 1
+
+
+def test_a_max_age_hours_below_the_setting_never_deletes_younger_files(roots: Roots) -> None:
+    make_file(roots.temp / "two-hours", timedelta(hours=2))  # the setting keeps a day
+    make_file(roots.temp / "two-days", timedelta(days=2))
+
+    run_temp_cleanup(max_age_hours=0)
+
+    assert files_under(roots.temp) == {"two-hours"}
 
 
 def test_the_default_max_age_comes_from_the_settings(
@@ -107,6 +124,32 @@ def test_patterns_narrow_which_temp_files_are_deleted(roots: Roots) -> None:
     run_temp_cleanup(patterns=["*.tmp"])
 
     assert files_under(roots.temp) == {"b.keep"}
+
+
+def test_a_patterns_argument_cannot_widen_the_configured_temp_patterns(
+    roots: Roots, clean_env: pytest.MonkeyPatch
+) -> None:
+    clean_env.setenv("TEMP_FILE_PATTERNS", "*.tmp,*.part")
+    make_file(roots.temp / "a.tmp", OLD)
+    make_file(roots.temp / "b.keep", OLD)
+
+    run_temp_cleanup(patterns=["*"])
+
+    assert files_under(roots.temp) == {"b.keep"}
+
+
+def test_a_temp_dir_that_is_the_workers_home_is_refused(
+    roots: Roots, clean_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    home = tmp_path / "home"
+    make_file(home / ".ssh" / "id_ed25519", OLD)
+    clean_env.setenv("HOME", str(home))
+    clean_env.setenv("TEMP_DIRS", str(home))
+
+    with pytest.raises(CleanupError, match="it is the home directory"):
+        run_temp_cleanup()
+
+    assert files_under(home) == {".ssh/id_ed25519"}
 
 
 def test_a_dry_run_deletes_nothing_and_reports_what_would_go(roots: Roots) -> None:
@@ -184,6 +227,20 @@ def test_empty_old_directories_are_removed_after_temp_cleanup(roots: Roots) -> N
     assert report["dirs_removed"] == 1
 
 
+def test_a_temp_dir_holding_the_data_dir_is_refused(
+    clean_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    data = tmp_path / "app" / "var"
+    make_file(data / "redis" / "appendonly.aof", OLD)
+    clean_env.setenv("DATA_DIR", str(data))
+    clean_env.setenv("TEMP_DIRS", str(tmp_path / "app"))
+
+    with pytest.raises(CleanupError, match="contains DATA_DIR"):
+        run_temp_cleanup()
+
+    assert files_under(data) == {"redis/appendonly.aof"}
+
+
 # --- cleanup_old_logs ------------------------------------------------------------------------
 
 
@@ -221,17 +278,126 @@ def test_log_cleanup_never_touches_the_temp_dirs(roots: Roots) -> None:
     assert files_under(roots.temp) == {"old.log"}
 
 
-def test_log_cleanup_max_age_days_and_dry_run(roots: Roots) -> None:
+def test_log_cleanup_max_age_days_and_dry_run(roots: Roots, clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("LOG_MAX_AGE_DAYS", "1")
+    make_file(roots.logs / "ten-days.log", timedelta(days=10))
     make_file(roots.logs / "two-days.log", timedelta(days=2))
-    make_file(roots.logs / "two-hours.log", timedelta(hours=2))
 
-    dry = run_log_cleanup(max_age_days=1, dry_run=True)
+    dry = run_log_cleanup(max_age_days=5, dry_run=True)
     assert dry["files_matched"] == 1
-    assert files_under(roots.logs) == {"two-days.log", "two-hours.log"}
+    assert files_under(roots.logs) == {"ten-days.log", "two-days.log"}
 
-    real = run_log_cleanup(max_age_days=1)
+    real = run_log_cleanup(max_age_days=5)
     assert real["files_deleted"] == 1
-    assert files_under(roots.logs) == {"two-hours.log"}
+    assert files_under(roots.logs) == {"two-days.log"}
+
+
+def test_a_log_cleanup_asking_for_every_file_at_any_age_deletes_only_old_logs(
+    roots: Roots,
+) -> None:
+    # The issue's workflow: cleanup_old_logs with {max_age_days: 0, patterns: ["*"]}.
+    make_file(roots.logs / "notes.txt", OLD)
+    make_file(roots.logs / "yesterday.log", timedelta(days=1))  # the setting keeps 14 days
+    make_file(roots.logs / "old.log", OLD)
+
+    result = cleanup_old_logs.apply(kwargs={"max_age_days": 0, "patterns": ["*"]})
+
+    assert result.state == "SUCCESS"
+    assert files_under(roots.logs) == {"notes.txt", "yesterday.log"}
+
+
+def test_roots_cannot_be_passed_as_an_argument(roots: Roots) -> None:
+    make_file(roots.temp / "old.log", OLD)
+
+    result = cleanup_old_logs.apply(kwargs={"roots": [str(roots.temp)]})
+
+    assert result.state == "FAILURE"
+    assert isinstance(result.result, TypeError)
+    assert files_under(roots.temp) == {"old.log"}
+
+
+INF = float("inf")
+NAN = float("nan")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "problem"),
+    [
+        ({"max_age_days": -1}, "max_age_days must not be negative"),
+        ({"max_age_days": "0"}, "max_age_days must be a number of days, got str"),
+        ({"max_age_days": True}, "max_age_days must be a number of days, got bool"),
+        ({"max_age_days": INF}, "max_age_days must be a finite number of days, got inf"),
+        ({"max_age_days": NAN}, "max_age_days must be a finite number of days, got nan"),
+        ({"max_age_days": 1e300}, "max_age_days must be at most 36500 days"),
+        ({"max_age_days": 10**5000}, "must be at most 36500 days, got an integer of 16610 bits"),
+        ({"max_age_days": -(10**5000)}, "must not be negative (got an integer of 16610 bits)"),
+        ({"patterns": "*"}, "patterns must be a list of patterns, got the string '*'"),
+        ({"patterns": "*" * 1_000_000}, "patterns must be a list of patterns, got the string '**"),
+        ({"patterns": {"*": 1}}, "patterns must be a list of patterns, got dict"),
+        ({"patterns": []}, "patterns is empty"),
+        ({"patterns": [1]}, "patterns must hold strings, got int"),
+        ({"patterns": ["/var/log/*"]}, "pattern '/var/log/*' in patterns is refused"),
+        ({"patterns": ["../*"]}, "pattern '../*' in patterns is refused"),
+        ({"patterns": ["*.log"] * 10_000}, "patterns holds 10000 patterns; at most 64"),
+        ({"dry_run": "false"}, "dry_run must be true or false, got str"),
+        ({"dry_run": 0}, "dry_run must be true or false, got int"),
+    ],
+)
+def test_a_bad_log_cleanup_argument_is_refused_naming_it_and_nothing_is_deleted(
+    roots: Roots, kwargs: dict[str, Any], problem: str
+) -> None:
+    make_file(roots.logs / "old.log", OLD)
+    make_file(roots.logs / "notes.txt", OLD)
+
+    result = cleanup_old_logs.apply(kwargs=kwargs)
+
+    assert result.state == "FAILURE"
+    assert isinstance(result.result, CleanupError)
+    assert problem in str(result.result)
+    assert len(str(result.result)) < 200  # one line, never an echo of a huge argument
+    assert files_under(roots.logs) == {"old.log", "notes.txt"}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "problem"),
+    [
+        ({"max_age_hours": "24"}, "max_age_hours must be a number of hours, got str"),
+        ({"max_age_hours": 1e7}, "max_age_hours must be at most 876000 hours"),
+        ({"patterns": ["a/*"]}, "pattern 'a/*' in patterns is refused"),
+        ({"dry_run": None}, "dry_run must be true or false, got NoneType"),
+    ],
+)
+def test_a_bad_temp_cleanup_argument_is_refused_naming_it_and_nothing_is_deleted(
+    roots: Roots, kwargs: dict[str, Any], problem: str
+) -> None:
+    make_file(roots.temp / "old.bin", OLD)
+
+    result = cleanup_temp_files.apply(kwargs=kwargs)
+
+    assert result.state == "FAILURE"
+    assert isinstance(result.result, CleanupError)
+    assert problem in str(result.result)
+    assert files_under(roots.temp) == {"old.bin"}
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "problem"),
+    [
+        ("LOG_MAX_AGE_DAYS", "inf", "LOG_MAX_AGE_DAYS must be between 0 and 36500 days"),
+        ("LOG_MAX_AGE_DAYS", "1e300", "LOG_MAX_AGE_DAYS must be between 0 and 36500 days"),
+        ("LOG_FILE_PATTERNS", "*.log,../*", "pattern '../*' in LOG_FILE_PATTERNS is refused"),
+    ],
+)
+def test_a_bad_log_setting_is_refused_naming_the_variable(
+    roots: Roots, clean_env: pytest.MonkeyPatch, variable: str, value: str, problem: str
+) -> None:
+    clean_env.setenv(variable, value)
+    make_file(roots.logs / "old.log", OLD)
+
+    with pytest.raises(CleanupError, match=re.escape(problem)):
+        run_log_cleanup()
+
+    assert files_under(roots.logs) == {"old.log"}
 
 
 def test_a_negative_max_age_days_is_refused(roots: Roots) -> None:

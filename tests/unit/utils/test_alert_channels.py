@@ -15,13 +15,16 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from personal_assistant.workers import constants as c
 from personal_assistant.workers.utils.alert_channels import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
@@ -41,7 +44,7 @@ from tests.support.alert_servers import LoopbackSMTP, Mailbox
 from tests.support.redis_server import free_port
 from tests.support.waiting import wait_for
 
-SECRET = "s3cr3t-webhook-key"  # noqa: S105 - a test secret
+SECRET = "unit-test-webhook-secret-0123456789abcdef"  # noqa: S105 - a test secret (41 bytes)
 SLACK_HOOK_PATH = "/services/T000/B000/XXXXXXXXXXXXXXXXXXXXXXXX"
 DEAD_TIMEOUT = 3.0  # how long a send to the black hole takes before it gives up
 
@@ -252,6 +255,13 @@ def test_notification_rejects_unknown_state() -> None:
         note(state="pending")
 
 
+def test_a_notification_message_over_the_cap_is_cut_with_a_marker() -> None:
+    n = note(message="RESOLVED: " + "x" * (5 * c.ALERT_MESSAGE_MAX_CHARS))
+    assert len(n.message) == c.ALERT_MESSAGE_MAX_CHARS
+    assert n.message.startswith("RESOLVED: xxx")
+    assert n.message.endswith(f"[message cut at {c.ALERT_MESSAGE_MAX_CHARS} characters]")
+
+
 def test_channels_satisfy_the_protocol(http_receiver: HttpReceiver) -> None:
     channels: list[Channel] = [
         LogChannel(),
@@ -286,6 +296,13 @@ def test_webhook_refuses_an_empty_secret(secret: str) -> None:
         WebhookChannel("https://hooks.example.org/alerts", secret)
 
 
+@pytest.mark.parametrize("secret", ["Q", "Q" * (c.WEBHOOK_MIN_SECRET_BYTES - 1), "é" * 15])
+def test_webhook_refuses_a_secret_shorter_than_the_minimum(secret: str) -> None:
+    with pytest.raises(ValueError, match=f"at least {c.WEBHOOK_MIN_SECRET_BYTES} bytes") as err:
+        WebhookChannel("https://hooks.example.org/alerts", secret)
+    assert secret not in str(err.value)
+
+
 @pytest.mark.parametrize(
     "url", ["ftp://example.org/x", "file:///etc/passwd", "https:///nohost", "http://a b/c", ""]
 )
@@ -294,7 +311,30 @@ def test_webhook_refuses_urls_it_cannot_post_to(url: str) -> None:
         WebhookChannel(url, SECRET)
 
 
-def test_webhook_signature_is_hmac_sha256_of_the_exact_body(http_receiver: HttpReceiver) -> None:
+@pytest.mark.parametrize(
+    "url", ["http://hooks.example.org/alerts", "http://10.0.0.5:8080/x", "http://127.example/x"]
+)
+@pytest.mark.parametrize("channel", ["webhook", "slack"])
+def test_plain_http_to_a_remote_host_is_refused(url: str, channel: str) -> None:
+    with pytest.raises(ValueError, match="must be https") as err:
+        if channel == "slack":
+            SlackChannel(url)
+        else:
+            WebhookChannel(url, SECRET)
+    assert "/alerts" not in str(err.value)  # the path may hold a token: masked
+
+
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:9/x", "http://127.1.2.3/x", "http://[::1]:9/x", "http://localhost/x"]
+)
+def test_plain_http_to_loopback_is_accepted_for_tests(url: str) -> None:
+    assert SlackChannel(url).endpoint.startswith("http://")
+    assert WebhookChannel(url, SECRET).endpoint.startswith("http://")
+
+
+def test_webhook_signature_is_hmac_sha256_of_the_timestamp_and_the_exact_body(
+    http_receiver: HttpReceiver,
+) -> None:
     n = note()
     before = int(time.time())
     WebhookChannel(http_receiver.url + "/alerts?team=ops", SECRET).send(n)
@@ -302,14 +342,106 @@ def test_webhook_signature_is_hmac_sha256_of_the_exact_body(http_receiver: HttpR
 
     assert request.path == "/alerts?team=ops"
     assert request.headers["Content-Type"] == "application/json"
-    expected = hmac.new(SECRET.encode(), request.body, hashlib.sha256).hexdigest()
+    stamp = request.headers[TIMESTAMP_HEADER]
+    assert before <= int(stamp) <= int(time.time())
+    signed = stamp.encode() + b"." + request.body
+    expected = hmac.new(SECRET.encode(), signed, hashlib.sha256).hexdigest()
     assert request.headers[SIGNATURE_HEADER] == f"sha256={expected}"
     assert json.loads(request.body) == n.to_json()
-    assert before <= int(request.headers[TIMESTAMP_HEADER]) <= int(time.time())
-    assert verify_signature(request.body, request.headers[SIGNATURE_HEADER], SECRET)
-    assert not verify_signature(request.body, request.headers[SIGNATURE_HEADER], "wrong")
-    assert not verify_signature(request.body + b" ", request.headers[SIGNATURE_HEADER], SECRET)
-    assert not verify_signature(request.body, None, SECRET)
+    signature = request.headers[SIGNATURE_HEADER]
+    assert verify_signature(request.body, signature, SECRET, stamp)
+    assert not verify_signature(request.body, signature, "wrong" * 8, stamp)
+    assert not verify_signature(request.body + b" ", signature, SECRET, stamp)
+    assert not verify_signature(request.body, None, SECRET, stamp)
+
+
+def signed_request(at: int) -> tuple[bytes, str, str]:
+    """(body, signature, timestamp) of a webhook request signed at ``at``."""
+    channel = WebhookChannel("https://hooks.example.org/alerts", SECRET)
+    body = channel.body(note())
+    return body, channel.sign(body, at), str(at)
+
+
+def test_a_captured_request_replayed_after_the_window_is_refused() -> None:
+    body, signature, stamp = signed_request(1_700_000_000)
+    sent = 1_700_000_000
+    assert verify_signature(body, signature, SECRET, stamp, now=sent + c.WEBHOOK_MAX_AGE_S)
+    later = sent + c.WEBHOOK_MAX_AGE_S + 1
+    assert not verify_signature(body, signature, SECRET, stamp, now=later)
+
+
+def test_a_timestamp_far_in_the_future_is_refused() -> None:
+    now = 1_700_000_000
+    body, signature, stamp = signed_request(now + c.WEBHOOK_MAX_AGE_S + 1)
+    assert not verify_signature(body, signature, SECRET, stamp, now=now)
+    body, signature, stamp = signed_request(now + 10)  # a clock a little ahead is fine
+    assert verify_signature(body, signature, SECRET, stamp, now=now)
+
+
+def test_a_replay_with_a_fresh_timestamp_fails_because_the_timestamp_is_signed() -> None:
+    body, signature, _ = signed_request(1_700_000_000)
+    later = 1_700_000_000 + 3600
+    assert not verify_signature(body, signature, SECRET, str(later), now=later)
+
+
+def test_the_default_clock_is_the_receivers() -> None:
+    body, signature, stamp = signed_request(int(time.time()))
+    assert verify_signature(body, signature, SECRET, stamp)
+    body, signature, stamp = signed_request(int(time.time()) - c.WEBHOOK_MAX_AGE_S - 60)
+    assert not verify_signature(body, signature, SECRET, stamp)
+
+
+NOW = 1_700_000_000
+# (what, how a well-formed (signature, timestamp) pair is spoiled: -> signature, timestamp, secret)
+Spoil = Callable[[str, str], tuple[Any, Any, Any]]
+MALFORMED: list[tuple[str, Spoil]] = [
+    ("non-ASCII signature", lambda sig, ts: ("sha256=" + "é" * 64, ts, SECRET)),
+    ("non-ASCII signature bytes", lambda sig, ts: (("sha256=" + "é" * 32).encode(), ts, SECRET)),
+    ("wrong prefix", lambda sig, ts: (sig.replace("sha256=", "sha1="), ts, SECRET)),
+    ("no prefix", lambda sig, ts: (sig.removeprefix("sha256="), ts, SECRET)),
+    ("too short", lambda sig, ts: (sig[:-2], ts, SECRET)),
+    ("too long", lambda sig, ts: (sig + "00", ts, SECRET)),
+    ("not hex", lambda sig, ts: (sig[:-1] + "z", ts, SECRET)),
+    ("missing signature", lambda sig, ts: (None, ts, SECRET)),
+    ("empty signature", lambda sig, ts: ("", ts, SECRET)),
+    ("signature not text", lambda sig, ts: (12345, ts, SECRET)),
+    ("missing timestamp", lambda sig, ts: (sig, None, SECRET)),
+    ("empty timestamp", lambda sig, ts: (sig, "", SECRET)),
+    ("timestamp with a fraction", lambda sig, ts: (sig, ts + ".5", SECRET)),
+    ("negative timestamp", lambda sig, ts: (sig, "-" + ts, SECRET)),
+    ("timestamp in other digits", lambda sig, ts: (sig, "\u0661\u0667" + "\u0660" * 8, SECRET)),
+    ("5,000-digit timestamp", lambda sig, ts: (sig, "9" * 5000, SECRET)),
+    ("empty secret", lambda sig, ts: (sig, ts, "")),
+    ("secret not text", lambda sig, ts: (sig, ts, None)),
+    ("secret with a lone surrogate", lambda sig, ts: (sig, ts, "\ud800" * 40)),
+]
+
+
+@pytest.mark.parametrize("spoil", [case[1] for case in MALFORMED], ids=[c[0] for c in MALFORMED])
+def test_verify_signature_returns_false_on_malformed_input(spoil: Spoil) -> None:
+    body, signature, stamp = signed_request(NOW)
+    assert verify_signature(body, signature, SECRET, stamp, now=NOW)
+    header, timestamp, secret = spoil(signature, stamp)
+    assert verify_signature(body, header, secret, timestamp, now=NOW) is False
+
+
+def test_verify_signature_accepts_bytes_headers_and_upper_case_hex() -> None:
+    body, signature, stamp = signed_request(NOW)
+    upper = "sha256=" + signature.removeprefix("sha256=").upper()
+    assert verify_signature(body, upper.encode(), SECRET, stamp.encode(), now=NOW)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    body=st.binary(max_size=64),
+    signature=st.one_of(st.none(), st.text(max_size=80), st.binary(max_size=80)),
+    stamp=st.one_of(st.none(), st.text(max_size=20), st.binary(max_size=20), st.integers()),
+    secret=st.one_of(st.text(max_size=40), st.binary(max_size=40)),
+)
+def test_verify_signature_never_raises(
+    body: bytes, signature: Any, stamp: Any, secret: Any
+) -> None:
+    assert verify_signature(body, signature, secret, stamp, now=NOW) in (True, False)
 
 
 def test_webhook_repr_and_errors_hide_secret_and_url(http_receiver: HttpReceiver) -> None:
@@ -478,6 +610,7 @@ def test_email_to_a_closed_port_raises_a_retryable_error() -> None:
         ({"recipients": ["not-an-address"]}, "address"),
         ({"sender": "x@y\r\nBcc: z@w"}, "address"),
         ({"starttls": True, "use_ssl": True}, "not both"),
+        ({"username": "u", "password": "pw-never-shown"}, "clear text"),
         ({"username": "u"}, "both or neither"),
         ({"password": "p"}, "both or neither"),
         ({"port": 0}, "port"),
@@ -544,6 +677,42 @@ def test_every_channel_from_a_full_environment() -> None:
     shown = " ".join(repr(c) for c in channels.values())
     for secret in ("pw-never-shown", SECRET, "XXXXXXXX"):
         assert secret not in shown
+
+
+@pytest.mark.parametrize("tls", [{}, {"ALERT_SMTP_STARTTLS": ""}, {"ALERT_SMTP_SSL": "false"}])
+def test_an_smtp_login_without_tls_is_refused_naming_the_settings(tls: dict[str, str]) -> None:
+    env = {k: v for k, v in FULL_ENV.items() if k != "ALERT_SMTP_STARTTLS"} | tls
+    with pytest.raises(ValueError) as caught:
+        channels_from_env(env)
+    message = str(caught.value)
+    for name in ("ALERT_SMTP_USER", "ALERT_SMTP_PASSWORD", "ALERT_SMTP_STARTTLS", "ALERT_SMTP_SSL"):
+        assert name in message
+    assert "clear text" in message
+    assert "pw-never-shown" not in message
+
+
+@pytest.mark.parametrize("tls", [{"ALERT_SMTP_STARTTLS": "true"}, {"ALERT_SMTP_SSL": "true"}])
+def test_an_smtp_login_over_tls_is_accepted(tls: dict[str, str]) -> None:
+    env = {k: v for k, v in FULL_ENV.items() if k != "ALERT_SMTP_STARTTLS"} | tls
+    email_channel = channels_from_env(env)["email"]
+    assert isinstance(email_channel, EmailChannel)
+    assert email_channel.username == "alerts"
+
+
+def test_a_short_webhook_secret_stops_start_up_naming_the_variable() -> None:
+    short = "only-twenty-one-bytes"
+    with pytest.raises(ValueError, match="ALERT_WEBHOOK_SECRET") as caught:
+        channels_from_env(FULL_ENV | {"ALERT_WEBHOOK_SECRET": short})
+    assert f"at least {c.WEBHOOK_MIN_SECRET_BYTES} bytes" in str(caught.value)
+    assert short not in str(caught.value)
+
+
+@pytest.mark.parametrize("variable", ["ALERT_SLACK_WEBHOOK_URL", "ALERT_WEBHOOK_URL"])
+def test_a_plain_http_url_stops_start_up_naming_the_variable(variable: str) -> None:
+    url = "http://hooks.example.org/services/T/B/tok3n"
+    with pytest.raises(ValueError, match=f"{variable}: .*must be https") as caught:
+        channels_from_env(FULL_ENV | {variable: url})
+    assert "tok3n" not in str(caught.value)
 
 
 @pytest.mark.parametrize(

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import tracemalloc
 from typing import Any
 
 import pytest
 
+from personal_assistant.workers import constants as c
 from personal_assistant.workers.utils.alert_templates import (
+    CUT_MARKER,
+    MAX_FORMAT_PRECISION,
+    MAX_FORMAT_WIDTH,
     MAX_LIST_ITEMS,
     MAX_VALUE_CHARS,
     Alert,
@@ -14,6 +19,10 @@ from personal_assistant.workers.utils.alert_templates import (
     render,
     validate,
 )
+
+MARKER = CUT_MARKER.format(limit=c.ALERT_MESSAGE_MAX_CHARS)
+# 1.5 MB: 99.9 MB of message if each field were padded to 999 characters.
+WIDE_SPECS = "{count:999.99f}" * 100_000
 
 
 class Spy:
@@ -116,6 +125,70 @@ def test_validate_refuses_unbalanced_braces(template: str, problem: str) -> None
     with pytest.raises(ValueError, match="unbalanced braces") as err:
         validate(template)
     assert problem in str(err.value)
+
+
+def test_a_template_of_repeated_wide_format_specs_is_refused_when_the_rule_is_loaded() -> None:
+    with pytest.raises(ValueError) as err:
+        validate(WIDE_SPECS)
+    message = str(err.value)
+    assert message.startswith(
+        f"format spec too large: '{{count:999.99f}}' (a width is at most {MAX_FORMAT_WIDTH} and"
+        f" a precision at most {MAX_FORMAT_PRECISION})"
+    )
+    assert "... and 99981 more problems" in message
+    assert f"over the message limit of {c.ALERT_MESSAGE_MAX_CHARS:,}" in message
+    assert len(message) < 3000
+
+
+def test_the_same_template_renders_at_most_the_message_cap_with_a_marker() -> None:
+    tracemalloc.start()
+    try:
+        message = render(WIDE_SPECS, {"count": 1.0})
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(message) == c.ALERT_MESSAGE_MAX_CHARS
+    assert message.endswith(MARKER)
+    assert peak < 2 * 1024 * 1024  # filling stops at the cap: nothing larger is built
+
+
+def test_long_values_in_many_fields_stop_at_the_cap() -> None:
+    message = render("{error} " * 5000, {"error": "e" * (5 * MAX_VALUE_CHARS)})
+    assert len(message) == c.ALERT_MESSAGE_MAX_CHARS
+    assert message.endswith(MARKER)
+
+
+def test_a_message_under_the_cap_is_not_marked() -> None:
+    message = render("x" * (c.ALERT_MESSAGE_MAX_CHARS - 1) + "{n}", {"n": 7})
+    assert message == "x" * (c.ALERT_MESSAGE_MAX_CHARS - 1) + "7"
+
+
+@pytest.mark.parametrize(
+    "template",
+    ["{x:101}", "{x:.21f}", "{x:>999999999}", "{x:0999}", "{x:_^500}", "{x:,.99}", "{x:1000d}"],
+)
+def test_a_format_width_or_precision_over_its_bound_is_refused(template: str) -> None:
+    with pytest.raises(ValueError, match="format spec too large"):
+        validate(f"value: {template}")
+
+
+def test_format_specs_within_the_bounds_are_accepted_and_applied() -> None:
+    template = f"{{x:>{MAX_FORMAT_WIDTH}.{MAX_FORMAT_PRECISION}f}}"
+    assert validate(template) == ("x",)
+    assert len(render(template, {"x": 1.5})) == MAX_FORMAT_WIDTH
+    assert render("{x:.2f}", {"x": 1 / 3}) == "0.33"
+
+
+def test_a_template_longer_than_a_message_is_refused() -> None:
+    with pytest.raises(ValueError, match="over the message limit"):
+        validate("x" * (c.ALERT_MESSAGE_MAX_CHARS + 1))
+
+
+def test_the_problem_list_of_a_template_is_clipped_with_a_count() -> None:
+    with pytest.raises(ValueError) as err:
+        validate("x}" * 10_000)
+    assert "... and 9981 more problems" in str(err.value)
+    assert len(str(err.value)) < 3000
 
 
 def test_validate_returns_the_field_names_of_a_balanced_template() -> None:

@@ -23,7 +23,8 @@ from personal_assistant.workers.utils.bounded_yaml import (
     short_repr,
 )
 
-# 601 bytes that PyYAML's safe loader expands into billions of strings (nested aliases).
+# About 300 bytes that PyYAML's safe loader expands into hundreds of millions of strings (nine
+# levels of nine aliases each).
 ALIAS_BOMB = "a: &a [x,x,x,x,x,x,x,x,x]\n" + "".join(
     f"{name}: &{name} [{','.join(['*' + prev] * 9)}]\n"
     for prev, name in zip("abcdefgh", "bcdefghi", strict=True)
@@ -182,6 +183,7 @@ def test_short_repr_never_prints_a_huge_value_whole() -> None:
     assert short_repr("x" * 10_000) == "'" + "x" * 78 + "…"
     assert short_repr(list(range(10_000))) == "<list of 10000>"
     assert short_repr(3) == "3"
+    assert short_repr(10**5000) == "<an integer of about 5001 digits>"
     assert len(short_repr("y" * 500, 20)) == 20
 
 

@@ -12,21 +12,36 @@ from typing import Any, cast
 
 import pytest
 import redis
+from hypothesis import given
+from hypothesis import strategies as st
 
 from personal_assistant.workers import constants as c
 from personal_assistant.workers.broker.priority import redis_bucket_for, redis_list_names
 from personal_assistant.workers.celery_app import WorkerApp
+
+# Imported before any test makes an app, so the domain tasks are registered in every app made.
+from personal_assistant.workers.tasks import ai_tasks, file_tasks, sync_tasks  # noqa: F401
+from personal_assistant.workers.utils.dead_letter_checks import (
+    DLQ_MAX_ARGS_BYTES,
+    DLQ_MAX_ENTRY_BYTES,
+)
 from personal_assistant.workers.utils.error_handling import (
     DeadLetter,
+    DeadLetterChanged,
     DeadLetterNotFound,
     DeadLetterQueue,
     NotReplayable,
     PermanentError,
+    ReplayRefused,
     TransientError,
+    UnreadableDeadLetter,
+    UnreadableEntry,
     is_transient,
 )
 
 PROBE = f"{c.TASKS_PACKAGE}.file_tasks.probe"
+SYNC_PROBE = f"{c.TASKS_PACKAGE}.sync_tasks.probe"
+AI_PROBE = f"{c.TASKS_PACKAGE}.ai_tasks.probe"
 
 
 def letter(n: int = 0, **fields: Any) -> DeadLetter:
@@ -53,12 +68,30 @@ class Sent:
 
 
 @dataclass
+class DeadLetteringTask:
+    """Stands in for a registered task of the base class (it writes dead letters)."""
+
+    dead_letter: bool = True
+
+
+class NoLoader:
+    """Stands in for the app's loader: every task module is already imported."""
+
+    def import_default_modules(self) -> None:
+        """Nothing to import."""
+
+
+@dataclass
 class RecordingApp:
     """Stands in for a Celery app: records send_task calls (thread-safe), or fails them."""
 
     error: Exception | None = None
     calls: list[dict[str, Any]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    tasks: dict[str, DeadLetteringTask] = field(
+        default_factory=lambda: {PROBE: DeadLetteringTask()}
+    )
+    loader: NoLoader = field(default_factory=NoLoader)
 
     def send_task(self, name: str, **options: Any) -> Sent:
         if self.error is not None:
@@ -78,6 +111,34 @@ def stored_ids(client: redis.Redis) -> tuple[set[str], set[str]]:
     in_hash = {k.decode() for k in cast("list[bytes]", client.hkeys(c.DLQ_KEY))}
     in_index = {k.decode() for k in cast("list[bytes]", client.zrange(c.DLQ_INDEX_KEY, 0, -1))}
     return in_hash, in_index
+
+
+def store_raw(client: redis.Redis, letter_id: str, raw: str | bytes, at: float = 1.0) -> None:
+    """Write an entry as someone with access to Redis could, bypassing DeadLetterQueue.add."""
+    client.hset(c.DLQ_KEY, letter_id, raw)
+    client.zadd(c.DLQ_INDEX_KEY, {letter_id: at})
+
+
+MISSING = object()
+
+
+def fields_of(original: DeadLetter, **changes: Any) -> str:
+    """``original``'s JSON with fields changed (a value of ``MISSING`` removes the field)."""
+    data = json.loads(original.to_json())
+    data.update(changes)
+    return json.dumps({k: v for k, v in data.items() if v is not MISSING})
+
+
+def tampered(client: redis.Redis, original: DeadLetter, **changes: Any) -> bytes:
+    """Store ``original`` with fields changed, as someone with access to Redis could."""
+    raw = fields_of(original, **changes).encode()
+    store_raw(client, original.id, raw, original.failed_at)
+    return raw
+
+
+def stored(client: redis.Redis, letter_id: str) -> bytes | None:
+    """The entry's bytes as stored, or None."""
+    return cast("bytes | None", client.hget(c.DLQ_KEY, letter_id))
 
 
 def queued(client: redis.Redis) -> dict[str, int]:
@@ -166,6 +227,130 @@ def test_reading_an_entry_ignores_fields_a_newer_version_added() -> None:
     data["added_later"] = "ignored"
 
     assert DeadLetter.from_json(json.dumps(data)) == original
+
+
+# --- reading entries: strict, and never a traceback -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        ("not json at all", "not JSON"),
+        (b"\xff\xfe{", "not JSON"),
+        ("[" * 100_000, "not JSON"),
+        ('["a list"]', "not a JSON object but a list"),
+        ("null", "not a JSON object but null"),
+    ],
+    ids=["text", "invalid-utf8", "deep-nesting", "a-list", "null"],
+)
+def test_an_entry_that_is_not_a_json_object_is_unreadable(raw: str | bytes, reason: str) -> None:
+    with pytest.raises(UnreadableDeadLetter, match=reason) as caught:
+        DeadLetter.from_json(raw, letter_id="abc")
+
+    assert caught.value.letter_id == "abc"
+    assert str(caught.value).startswith("dead letter abc is unreadable: ")
+
+
+@pytest.mark.parametrize("field_name", ["task_name", "args", "kwargs", "traceback", "failed_at"])
+def test_an_entry_missing_a_required_field_is_unreadable_naming_it(field_name: str) -> None:
+    raw = fields_of(letter(1), **{field_name: MISSING})
+
+    with pytest.raises(UnreadableDeadLetter, match=f"missing field {field_name}"):
+        DeadLetter.from_json(raw)
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ({"args": "rm -rf /"}, "args must be a list, not a string"),
+        ({"args": {"a": 1}}, "args must be a list, not a mapping"),
+        ({"kwargs": [1, 2]}, "kwargs must be a mapping, not a list"),
+        ({"task_name": ""}, "task_name must be a non-empty string"),
+        ({"task_name": 7}, "task_name must be a non-empty string"),
+        ({"task_id": None}, "task_id must be a string, not null"),
+        ({"queue": 3}, "queue must be a string, not an integer"),
+        ({"priority": True}, "priority must be an integer, not a boolean"),
+        ({"priority": "9"}, "priority must be an integer, not a string"),
+        ({"retries": -1}, "retries must be a non-negative integer"),
+        ({"retries": 1.5}, "retries must be a non-negative integer"),
+        ({"failed_at": "yesterday"}, "failed_at must be a time from 1970 to 9999"),
+        ({"failed_at": 1e20}, "failed_at must be a time from 1970 to 9999"),
+        ({"failed_at": 10**400}, "failed_at must be a time from 1970 to 9999"),
+        ({"reason": ["x"]}, "reason must be a string, not a list"),
+        ({"id": "someone-else"}, "id 'someone-else' is not the key it is stored under"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else "-".join(map(str, v)),
+)
+def test_an_entry_with_a_field_of_the_wrong_type_is_unreadable_naming_it(
+    changes: dict[str, Any], reason: str
+) -> None:
+    original = letter(1)
+    raw = fields_of(original, **changes)
+
+    with pytest.raises(UnreadableDeadLetter, match=reason):
+        DeadLetter.from_json(raw, letter_id=original.id)
+
+
+@pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity", "1e400"])
+def test_a_failure_time_that_is_not_finite_is_unreadable(number: str) -> None:
+    raw = fields_of(letter(1), failed_at=0).replace('"failed_at": 0', f'"failed_at": {number}')
+
+    with pytest.raises(UnreadableDeadLetter):
+        DeadLetter.from_json(raw)
+
+
+def test_arguments_over_the_size_limit_are_unreadable_naming_the_limit() -> None:
+    raw = fields_of(letter(1), args=["x" * DLQ_MAX_ARGS_BYTES])
+
+    with pytest.raises(UnreadableDeadLetter, match=f"over the limit of {DLQ_MAX_ARGS_BYTES}"):
+        DeadLetter.from_json(raw)
+
+
+def test_every_problem_of_an_entry_is_named_on_one_line() -> None:
+    raw = fields_of(letter(1), args="x", kwargs="y", task_name=MISSING)
+
+    with pytest.raises(UnreadableDeadLetter) as caught:
+        DeadLetter.from_json(raw)
+
+    message = str(caught.value)
+    assert "\n" not in message
+    for part in ("missing field task_name", "args must be a list", "kwargs must be a mapping"):
+        assert part in message
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner),
+    max_leaves=20,
+)
+
+
+@given(st.binary(max_size=300) | JSON_VALUES.map(lambda v: json.dumps(v).encode()))
+def test_any_bytes_read_as_a_dead_letter_or_as_unreadable_never_another_error(raw: bytes) -> None:
+    try:
+        read = DeadLetter.from_json(raw, letter_id="x")
+    except UnreadableDeadLetter as exc:
+        assert exc.letter_id == "x"
+        assert "\n" not in str(exc)
+    else:
+        assert read.id == "x"
+
+
+@given(st.sampled_from(sorted(DeadLetter.__dataclass_fields__)), JSON_VALUES)
+def test_an_entry_with_any_value_in_one_field_reads_with_its_types_or_is_unreadable(
+    name: str, value: Any
+) -> None:
+    original = letter(1)
+    try:
+        read = DeadLetter.from_json(fields_of(original, **{name: value}), letter_id=original.id)
+    except UnreadableDeadLetter:
+        return
+    assert isinstance(read.args, list)
+    assert isinstance(read.kwargs, dict)
+    assert isinstance(read.task_name, str) and read.task_name
+    assert read.priority is None or type(read.priority) is int
+    assert type(read.retries) is int and read.retries >= 0
+    assert 0 <= read.failed_at <= 253_402_300_799
 
 
 # --- the queue on Redis ----------------------------------------------------------------------
@@ -288,13 +473,84 @@ def test_a_queue_from_url_talks_to_that_redis(redis_url: str, redis_client: redi
     assert dlq.max_entries == 5
 
 
+def test_list_skips_an_entry_that_is_not_json_and_reports_it(
+    dlq: DeadLetterQueue, redis_client: redis.Redis
+) -> None:
+    readable = [letter(1), letter(3)]
+    for item in readable:
+        dlq.add(item)
+    store_raw(redis_client, "broken", "{not json", at=1_700_000_002.0)
+
+    listing = dlq.scan()
+
+    assert [x.id for x in listing.letters] == [readable[1].id, readable[0].id]
+    assert [x.id for x in listing.unreadable] == ["broken"]
+    assert listing.unreadable[0].reason.startswith("not JSON")
+    assert [x.id for x in dlq.list()] == [readable[1].id, readable[0].id]
+    assert stored(redis_client, "broken") == b"{not json"
+
+
+def test_getting_an_unreadable_entry_says_why_and_keeps_it(
+    dlq: DeadLetterQueue, redis_client: redis.Redis
+) -> None:
+    original = letter(1)
+    raw = tampered(redis_client, original, args="not a list")
+
+    with pytest.raises(UnreadableDeadLetter, match="args must be a list"):
+        dlq.get(original.id)
+
+    assert stored(redis_client, original.id) == raw
+
+
+def test_an_oversized_entry_is_unreadable_and_only_its_start_is_fetched(
+    dlq: DeadLetterQueue, redis_client: redis.Redis
+) -> None:
+    store_raw(redis_client, "huge", b"{" + b" " * DLQ_MAX_ENTRY_BYTES + b"}")
+
+    listing = dlq.scan()
+    raw = dlq.get_raw("huge", 10)
+
+    assert listing.letters == []
+    assert listing.unreadable == [
+        UnreadableEntry(
+            "huge",
+            f"{DLQ_MAX_ENTRY_BYTES + 2} bytes, over the limit of {DLQ_MAX_ENTRY_BYTES} "
+            "for an entry",
+        )
+    ]
+    assert (raw.size, raw.text) == (DLQ_MAX_ENTRY_BYTES + 2, "{" + " " * 9)
+
+
+def test_raw_text_of_an_unknown_id_raises_dead_letter_not_found(dlq: DeadLetterQueue) -> None:
+    with pytest.raises(DeadLetterNotFound):
+        dlq.get_raw("no-such-id", 100)
+
+
+def test_purge_removes_an_unreadable_entry(dlq: DeadLetterQueue, redis_client: redis.Redis) -> None:
+    store_raw(redis_client, "broken", "{not json")
+
+    assert dlq.purge(["broken"]) == 1
+    assert stored_ids(redis_client) == (set(), set())
+
+
+def test_a_priority_above_the_brokers_range_is_stored_as_the_broker_runs_it(
+    dlq: DeadLetterQueue,
+) -> None:
+    # The seed's "10 = high": the broker clamps it to 9, and 9 is what a replay sends.
+    letter_id = dlq.add(letter(1, priority=10))
+    rejected_id = dlq.add(letter(2, priority="high", reason="bad_header", raw="..."))
+
+    assert dlq.get(letter_id).priority == c.PRIORITY_MAX
+    assert dlq.get(rejected_id).priority is None
+
+
 # --- replay ----------------------------------------------------------------------------------
 
 
 def test_replay_publishes_to_the_original_queue_and_priority_and_removes_the_entry(
     dlq: DeadLetterQueue, producer_app: WorkerApp, redis_client: redis.Redis
 ) -> None:
-    original = letter(1, queue=c.SYNC_QUEUE, priority=2)
+    original = letter(1, task_name=SYNC_PROBE, queue=c.SYNC_QUEUE, priority=2)
     dlq.add(original)
 
     new_id = dlq.replay(original.id, producer_app)
@@ -302,7 +558,7 @@ def test_replay_publishes_to_the_original_queue_and_priority_and_removes_the_ent
     bucket_list = redis_list_names(c.SYNC_QUEUE)[redis_bucket_for(2)]
     assert queued(redis_client) == {bucket_list: 1}
     message = json.loads(redis_client.lindex(bucket_list, 0))  # type: ignore[arg-type]
-    assert message["headers"]["task"] == PROBE
+    assert message["headers"]["task"] == SYNC_PROBE
     assert message["headers"]["id"] == new_id
     assert message["headers"]["dlq_replay_of"] == original.id
     assert message["headers"]["argsrepr"] == repr(original.args)
@@ -317,8 +573,10 @@ def test_a_letter_without_queue_and_priority_is_replayed_along_the_tasks_route(
 
     dlq.replay(original.id, producer_app)
 
-    bucket = redis_bucket_for(c.DOMAIN_PRIORITIES[c.FILE_QUEUE])
-    assert queued(redis_client) == {redis_list_names(c.FILE_QUEUE)[bucket]: 1}
+    # The priority is what the app gives the task when none is asked for (Celery applies a
+    # registered task's own default over its route's); the queue is the route's.
+    [(name, depth)] = queued(redis_client).items()
+    assert (name in redis_list_names(c.FILE_QUEUE), depth) == (True, 1)
 
 
 def test_replaying_an_unknown_id_raises_and_sends_nothing(dlq: DeadLetterQueue) -> None:
@@ -345,16 +603,18 @@ def test_a_rejected_message_is_not_replayed_and_stays_in_the_queue(
     assert dlq.get(rejected.id).reason == "bad_header"
 
 
-def test_a_replay_whose_publish_fails_puts_the_letter_back(
+def test_a_replay_whose_publish_fails_puts_the_letter_back_byte_for_byte(
     dlq: DeadLetterQueue, redis_client: redis.Redis
 ) -> None:
     original = letter(1)
     dlq.add(original)
+    before = stored(redis_client, original.id)
 
     with pytest.raises(ConnectionError, match="broker down"):
         dlq.replay(original.id, RecordingApp(error=ConnectionError("broker down")))
 
     assert dlq.get(original.id) == original
+    assert stored(redis_client, original.id) == before
     assert stored_ids(redis_client) == ({original.id}, {original.id})
 
 
@@ -381,3 +641,110 @@ def test_a_letter_replayed_by_many_operators_at_once_is_sent_exactly_once(
     assert len(app.calls) == 1
     assert app.calls[0]["headers"] == {"dlq_replay_of": original.id}
     assert len(dlq) == 0
+
+
+# --- replay refuses what this deployment does not run, and keeps it -------------------------
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ({"queue": "nowhere"}, "queue 'nowhere' is not one of ai_tasks, email_tasks"),
+        ({"priority": 99}, "priority 99 is not from 0 to 9"),
+        ({"priority": -1}, "priority -1 is not from 0 to 9"),
+        ({"task_name": "tests.no_such_task"}, "task_name 'tests.no_such_task' is not a registered"),
+        ({"task_name": "celery.chunks"}, "'celery.chunks' is not a task that writes dead letters"),
+        (
+            {"task_name": AI_PROBE, "queue": c.MAINTENANCE_QUEUE},
+            f"queue 'maintenance_tasks' is not the queue of {AI_PROBE} \\(ai_tasks\\)",
+        ),
+    ],
+    ids=[
+        "unconsumed-queue",
+        "priority-99",
+        "priority-negative",
+        "unknown-task",
+        "celery-builtin",
+        "foreign-queue",
+    ],
+)
+def test_a_tampered_entry_is_refused_naming_the_field_and_stays_untouched(
+    changes: dict[str, Any],
+    reason: str,
+    dlq: DeadLetterQueue,
+    producer_app: WorkerApp,
+    redis_client: redis.Redis,
+) -> None:
+    original = letter(1)
+    raw = tampered(redis_client, original, **changes)
+
+    with pytest.raises(ReplayRefused, match=reason) as caught:
+        dlq.replay(original.id, producer_app)
+
+    assert str(caught.value).startswith(f"dead letter {original.id} not replayed: ")
+    assert stored(redis_client, original.id) == raw
+    assert stored_ids(redis_client) == ({original.id}, {original.id})
+    assert queued(redis_client) == {}
+    assert redis_client.exists("nowhere") == 0
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ({"args": "not a list"}, "args must be a list, not a string"),
+        ({"kwargs": ["a", "b"]}, "kwargs must be a mapping, not a list"),
+        ({"args": MISSING}, "missing field args"),
+        ({"task_name": MISSING}, "missing field task_name"),
+        ({"priority": True}, "priority must be an integer, not a boolean"),
+    ],
+    ids=["args-not-a-list", "kwargs-not-a-mapping", "no-args", "no-task-name", "bool-priority"],
+)
+def test_replay_of_a_malformed_entry_is_refused_and_the_entry_is_not_deleted(
+    changes: dict[str, Any], reason: str, dlq: DeadLetterQueue, redis_client: redis.Redis
+) -> None:
+    original = letter(1)
+    raw = tampered(redis_client, original, **changes)
+    app = RecordingApp()
+
+    with pytest.raises(UnreadableDeadLetter, match=reason):
+        dlq.replay(original.id, app)
+
+    assert app.calls == []
+    assert stored(redis_client, original.id) == raw
+    assert stored_ids(redis_client) == ({original.id}, {original.id})
+
+
+def test_replay_of_an_entry_that_is_not_json_keeps_it(
+    dlq: DeadLetterQueue, redis_client: redis.Redis
+) -> None:
+    store_raw(redis_client, "broken", "{not json")
+    app = RecordingApp()
+
+    with pytest.raises(UnreadableDeadLetter, match="dead letter broken is unreadable: not JSON"):
+        dlq.replay("broken", app)
+
+    assert app.calls == []
+    assert stored(redis_client, "broken") == b"{not json"
+
+
+def test_an_entry_rewritten_after_its_check_is_not_taken_nor_sent(
+    dlq: DeadLetterQueue, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    original = letter(1)
+    dlq.add(original)
+    rewritten = fields_of(original, args=["rewritten"])
+    check = DeadLetterQueue._letter
+
+    def check_then_rewrite(letter_id: str, size: int, raw: bytes) -> DeadLetter:
+        checked = check(letter_id, size, raw)
+        redis_client.hset(c.DLQ_KEY, letter_id, rewritten)  # lands between check and take
+        return checked
+
+    monkeypatch.setattr(DeadLetterQueue, "_letter", staticmethod(check_then_rewrite))
+    app = RecordingApp()
+
+    with pytest.raises(DeadLetterChanged, match="nothing was sent"):
+        dlq.replay(original.id, app)
+
+    assert app.calls == []
+    assert stored(redis_client, original.id) == rewritten.encode()

@@ -1,8 +1,12 @@
-"""The worker's /metrics, /healthz, /readyz server, readiness probes and container healthchecks."""
+"""Readiness probes that name no connection details, and the containers' healthchecks.
+
+The HTTP server itself is tested in test_health_server.py.
+"""
 
 from __future__ import annotations
 
-import socket
+import functools
+import logging
 import subprocess
 import sys
 import time
@@ -10,11 +14,11 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import redis
-from prometheus_client import CollectorRegistry, Counter
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client import CollectorRegistry
 
 from personal_assistant.workers.utils import health_check
 from personal_assistant.workers.utils.health_check import (
@@ -40,27 +44,15 @@ class Switch:
         return self.ok, self.reason
 
 
-def get(port: int, path: str) -> tuple[int, str, str]:
-    """Status, content type and body of GET http://127.0.0.1:port/path (errors included)."""
+def get(port: int, path: str) -> tuple[int, str]:
+    """Status and body of GET http://127.0.0.1:port/path (errors included)."""
     url = f"http://127.0.0.1:{port}{path}"
     try:
         with urllib.request.urlopen(url, timeout=5) as response:
-            return (
-                response.status,
-                response.headers["Content-Type"],
-                response.read().decode(),
-            )
+            return response.status, response.read().decode()
     except urllib.error.HTTPError as exc:
-        return exc.code, exc.headers["Content-Type"], exc.read().decode()
-
-
-@pytest.fixture
-def metrics_registry() -> CollectorRegistry:
-    registry = CollectorRegistry()
-    Counter("pa_test_things", "Things counted by the test.", ["kind"], registry=registry).labels(
-        kind="widget"
-    ).inc(3)
-    return registry
+        with exc:
+            return exc.code, exc.read().decode()
 
 
 @pytest.fixture
@@ -69,13 +61,9 @@ def checks() -> tuple[Switch, Switch]:
 
 
 @pytest.fixture
-def server(
-    metrics_registry: CollectorRegistry, checks: tuple[Switch, Switch]
-) -> Iterator[HealthServer]:
+def server(checks: tuple[Switch, Switch]) -> Iterator[HealthServer]:
     liveness, readiness = checks
-    srv = HealthServer(
-        0, registry=metrics_registry, liveness=liveness, readiness=readiness, host="127.0.0.1"
-    )
+    srv = HealthServer(0, registry=CollectorRegistry(), liveness=liveness, readiness=readiness)
     srv.start()
     yield srv
     srv.stop()
@@ -86,133 +74,74 @@ def bound(server: HealthServer) -> int:
     return server.port
 
 
-def test_metrics_are_served_from_the_given_registry(server: HealthServer) -> None:
-    status, content_type, body = get(bound(server), "/metrics")
-    assert status == 200
-    assert content_type == CONTENT_TYPE_LATEST
-    assert 'pa_test_things_total{kind="widget"} 3.0' in body
-    assert "process_cpu_seconds_total" not in body  # only the fresh registry, not the default
-
-
-def test_healthz_and_readyz_follow_their_checks(
-    server: HealthServer, checks: tuple[Switch, Switch]
-) -> None:
-    liveness, readiness = checks
-    port = bound(server)
-    assert get(port, "/healthz")[::2] == (200, "ok\n")
-    assert get(port, "/readyz")[::2] == (200, "ok\n")
-
-    liveness.ok, liveness.reason = False, "consumer loop has not moved for 400s"
-    assert get(port, "/healthz")[::2] == (503, "consumer loop has not moved for 400s\n")
-    assert get(port, "/readyz")[0] == 200  # independent
-
-    readiness.ok, readiness.reason = False, "broker redis://:****@x:6379/0 unreachable"
-    assert get(port, "/readyz")[::2] == (503, "broker redis://:****@x:6379/0 unreachable\n")
-
-
-def test_a_check_that_raises_is_a_503_not_a_crash(
-    metrics_registry: CollectorRegistry,
-) -> None:
-    def broken() -> tuple[bool, str]:
-        raise RuntimeError("check exploded")
-
-    srv = HealthServer(
-        0, registry=metrics_registry, liveness=broken, readiness=broken, host="127.0.0.1"
-    )
-    port = srv.start()
-    try:
-        status, _, body = get(port, "/healthz")
-        assert status == 503
-        assert "RuntimeError: check exploded" in body
-        assert get(port, "/metrics")[0] == 200  # the server still serves
-    finally:
-        srv.stop()
-
-
-def test_unknown_paths_are_404_and_queries_are_ignored(server: HealthServer) -> None:
-    port = bound(server)
-    assert get(port, "/")[0] == 404
-    assert get(port, "/metricsx")[0] == 404
-    assert get(port, "/metrics?name[]=pa_test_things_total")[0] == 200
-    assert get(port, "/healthz/")[0] == 200
-
-
-def test_requests_write_nothing_to_stderr(
-    server: HealthServer, capfd: pytest.CaptureFixture[str]
-) -> None:
-    port = bound(server)
-    for path in ("/metrics", "/healthz", "/nope"):
-        get(port, path)
-    assert capfd.readouterr().err == ""
-
-
-def test_a_port_in_use_is_a_clear_error(metrics_registry: CollectorRegistry) -> None:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        srv = HealthServer(
-            port,
-            registry=metrics_registry,
-            liveness=Switch(),
-            readiness=Switch(),
-            host="127.0.0.1",
-        )
-        with pytest.raises(OSError, match=rf"port {port} is already in use.*METRICS_PORT"):
-            srv.start()
-    assert srv.port is None
-
-
-def test_stop_releases_the_port_and_start_is_idempotent(
-    metrics_registry: CollectorRegistry,
-) -> None:
-    srv = HealthServer(
-        0, registry=metrics_registry, liveness=Switch(), readiness=Switch(), host="127.0.0.1"
-    )
-    port = srv.start()
-    assert srv.start() == port
-    srv.stop()
-    srv.stop()
-    again = HealthServer(
-        port, registry=metrics_registry, liveness=Switch(), readiness=Switch(), host="127.0.0.1"
-    )
-    assert again.start() == port
-    again.stop()
-
-
 # --- Readiness probes -------------------------------------------------------------------------
 
 
+def connection_details(url: str) -> list[str]:
+    """What /readyz must not show of a URL: scheme, host, port, database, credentials."""
+    parts = urlsplit(url)
+    found = [f"{parts.scheme}://", str(parts.hostname), str(parts.port), parts.path]
+    return found + [secret for secret in (parts.username, parts.password) if secret]
+
+
+def readiness_of(broker: str, backend: str) -> tuple[bool, str]:
+    """Readiness as the worker composes it (utils/metrics_hook.py)."""
+    results = [broker_ready(broker), backend_ready(backend)]
+    return all(ok for ok, _ in results), "; ".join(message for _, message in results)
+
+
 def test_broker_and_backend_ready_for_the_test_redis(redis_url: str) -> None:
-    ok, message = broker_ready(redis_url)
-    assert ok, message
-    assert redis_url in message
-    assert backend_ready(redis_url)[0]
+    assert broker_ready(redis_url) == (True, "broker: ok")
+    assert backend_ready(redis_url) == (True, "result backend: ok")
 
 
-def test_unreachable_redis_is_not_ready_and_the_password_is_masked() -> None:
+def test_readyz_names_no_host_port_database_or_url(redis_url: str) -> None:
+    unreachable = f"redis://admin:s3cr3t-pw@127.0.0.1:{free_port()}/7"
+    reachable = redis_url.rsplit("/", 1)[0] + "/5"
+    for broker, backend, status in [(reachable, reachable, 200), (unreachable, reachable, 503)]:
+        srv = HealthServer(
+            0,
+            registry=CollectorRegistry(),
+            liveness=Switch(),
+            readiness=functools.partial(readiness_of, broker, backend),
+        )
+        port = srv.start()
+        try:
+            got, body = get(port, "/readyz")
+        finally:
+            srv.stop()
+        assert got == status, body
+        assert "broker: " in body
+        assert "result backend: ok" in body
+        for detail in connection_details(broker) + connection_details(backend):
+            assert detail not in body
+
+
+def test_unreachable_redis_is_not_ready_and_only_the_log_says_where(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     port = free_port()
-    url = f"redis://:s3cr3t-pw@127.0.0.1:{port}/0"
+    url = f"redis://:s3cr3t-pw@127.0.0.1:{port}/3"
     started = time.monotonic()
-    ok, message = broker_ready(url)
-    assert not ok
-    assert "s3cr3t-pw" not in message
-    assert f"redis://:****@127.0.0.1:{port}/0" in message
-    assert "unreachable" in message
-    ok, message = backend_ready(url.replace("redis://:", "redis://user:"))
-    assert not ok
-    assert "s3cr3t-pw" not in message
-    assert "user:****@" in message
+    with caplog.at_level(logging.WARNING, logger=MODULE):
+        broker = broker_ready(url)
+        backend = backend_ready(url.replace("redis://:", "redis://user:"))
+
+    assert broker == (False, "broker: not ok (ConnectionError)")
+    assert backend == (False, "result backend: not ok (ConnectionError)")
+    assert f"redis://:****@127.0.0.1:{port}/3" in caplog.text
+    assert "s3cr3t-pw" not in caplog.text
     assert time.monotonic() - started < 10
 
 
 def test_non_redis_brokers_go_through_kombu() -> None:
-    assert broker_ready("memory://")[0]
+    assert broker_ready("memory://") == (True, "broker: ok")
     url = f"amqp://guest:hunter2@127.0.0.1:{free_port()}//"
     ok, message = broker_ready(url)
     assert not ok
-    assert "hunter2" not in message
-    assert "guest:****@" in message
+    assert message.startswith("broker: not ok (")
+    for detail in ("hunter2", "guest", "127.0.0.1", "amqp"):
+        assert detail not in message
     assert backend_ready("rpc://")[0]
 
 
@@ -293,3 +222,18 @@ def test_main_in_process(
     assert "UNHEALTHY" in out
     with pytest.raises(SystemExit):
         health_check.main([])
+
+
+@pytest.mark.parametrize("listening", ["0.0.0.0", "127.0.0.1"])  # noqa: S104 - a setting
+def test_the_worker_healthcheck_finds_the_server_at_metrics_host(
+    server: HealthServer,
+    clean_env: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    listening: str,
+) -> None:
+    clean_env.setenv("METRICS_HOST", listening)  # all interfaces are reached on loopback
+    clean_env.setenv("METRICS_PORT", str(bound(server)))
+
+    assert health_check.main(["worker"]) == 0
+    assert health_check.main(["worker", "--host", "127.0.0.1"]) == 0
+    assert capsys.readouterr().out == "ok: ok\nok: ok\n"

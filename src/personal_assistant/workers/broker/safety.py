@@ -104,7 +104,9 @@ class BrokerSafetyHook(WorkerHook):
             facts = RedisFacts.read(client)
         except redis.RedisError as exc:
             # Not reachable yet: the consumer retries the connection and logs it; no verdict.
-            logger.warning("could not check the broker at %s: %s", mask_url(url), exc)
+            logger.warning(
+                "could not check the broker at %s: %s", mask_url(url), mask_url(str(exc))
+            )
             return
         finally:
             client.close()

@@ -1,24 +1,41 @@
 """``celery -A personal_assistant.workers.celery_app dlq list|show|replay|purge``.
 
 Registered through Celery's ``celery.commands`` entry point (pyproject.toml).
+
+Entries are checked before they are shown or replayed (utils/dead_letter_checks.py): ``list``
+skips one it cannot read and says so on stderr, ``show`` prints an unreadable one's raw text
+(clipped, control characters escaped) with the reason, and ``purge`` deletes any entry by id.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 import click
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from personal_assistant.workers.config import state_redis_url
 from personal_assistant.workers.utils.error_handling import (
+    DeadLetterChanged,
     DeadLetterNotFound,
     DeadLetterQueue,
     NotReplayable,
+    ReplayRefused,
+    UnreadableDeadLetter,
+    UnreadableEntry,
+    shown_id,
 )
+
+# `dlq show` of an unreadable entry prints this much of it: enough to see what it is (a
+# well-formed entry is a few kilobytes); the rest stays in Redis until purged.
+SHOW_RAW_BYTES: Final = 8 * 1024
+# Ids of unreadable entries named in `dlq list`'s note; the rest are counted.
+UNREADABLE_IDS_NAMED: Final = 10
 
 
 def _queue(ctx: click.Context) -> DeadLetterQueue:
@@ -41,6 +58,26 @@ def _short(value: Any, width: int = 40) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+def _printable(text: str) -> str:
+    """``text`` with control characters escaped, so a tampered entry cannot drive the terminal."""
+    return "".join(
+        ch if ch.isprintable() or ch in "\n\t" else ch.encode("unicode_escape").decode()
+        for ch in text
+    )
+
+
+def _report_unreadable(entries: Sequence[UnreadableEntry]) -> None:
+    """One line on stderr naming the entries ``list`` skipped, and how to look at them."""
+    if not entries:
+        return
+    named = [shown_id(entry.id) for entry in entries[:UNREADABLE_IDS_NAMED]]
+    more = len(entries) - len(named)
+    ids = ", ".join(named) + (f" and {more} more" if more else "")
+    noun = "entry" if len(entries) == 1 else "entries"
+    hint = named[0] if len(entries) == 1 else "ID"
+    click.echo(f"{len(entries)} unreadable {noun} skipped: {ids}; see `dlq show {hint}`", err=True)
+
+
 @click.group(name="dlq")
 @click.pass_context
 def dlq(ctx: click.Context) -> None:
@@ -54,37 +91,54 @@ def dlq(ctx: click.Context) -> None:
 def list_letters(ctx: click.Context, limit: int, as_json: bool) -> None:
     """List dead letters, newest first."""
     queue = _queue(ctx)
-    letters = queue.list(limit)
+    listing = queue.scan(limit)
     if as_json:
-        for letter in letters:
+        for letter in listing.letters:
             click.echo(letter.to_json())
+        _report_unreadable(listing.unreadable)
         return
     table = Table(title=f"Dead letters ({len(queue)} in all, newest first)")
     for column in ("id", "failed at (UTC)", "task", "args", "error", "queue", "retries"):
         table.add_column(column, overflow="fold")
-    for letter in letters:
+    for letter in listing.letters:
+        error = (
+            f"rejected, {letter.reason}" if letter.reason else letter.exception_type
+        ) + f": {letter.exception}"[:80]
+        # Text, not str: rich reads a str as markup, and entries are not ours to trust.
         table.add_row(
-            letter.id,
+            Text(letter.id),
             _when(letter.failed_at),
-            letter.task_name,
-            _short([letter.args, letter.kwargs]),
-            (f"rejected, {letter.reason}" if letter.reason else letter.exception_type)
-            + f": {letter.exception}"[:80],
-            letter.queue or "-",
+            Text(letter.task_name),
+            Text(_short([letter.args, letter.kwargs])),
+            Text(error),
+            Text(letter.queue or "-"),
             str(letter.retries),
         )
     Console(width=200).print(table)
+    _report_unreadable(listing.unreadable)
 
 
 @dlq.command(name="show")
 @click.argument("letter_id")
 @click.pass_context
 def show_letter(ctx: click.Context, letter_id: str) -> None:
-    """Print one dead letter whole, traceback included."""
+    """Print one dead letter whole, traceback included (an unreadable one raw, with why)."""
+    queue = _queue(ctx)
     try:
-        letter = _queue(ctx).get(letter_id)
+        letter = queue.get(letter_id)
     except DeadLetterNotFound:
-        raise click.ClickException(f"no dead letter with id {letter_id}") from None
+        raise click.ClickException(f"no dead letter with id {shown_id(letter_id)}") from None
+    except UnreadableDeadLetter as exc:
+        try:
+            entry = queue.get_raw(letter_id, SHOW_RAW_BYTES)
+        except DeadLetterNotFound:
+            raise click.ClickException(f"no dead letter with id {shown_id(letter_id)}") from None
+        click.echo(_printable(entry.text))
+        shown = "all" if entry.size <= SHOW_RAW_BYTES else f"the first {SHOW_RAW_BYTES}"
+        raise click.ClickException(
+            f"{exc}; above is {shown} of its {entry.size} bytes as stored; "
+            f"delete it with `dlq purge {shown_id(letter_id)}`"
+        ) from None
     click.echo(json.dumps(json.loads(letter.to_json()), indent=2))
 
 
@@ -92,7 +146,11 @@ def show_letter(ctx: click.Context, letter_id: str) -> None:
 @click.argument("letter_ids", nargs=-1, required=True)
 @click.pass_context
 def replay_letters(ctx: click.Context, letter_ids: tuple[str, ...]) -> None:
-    """Send the tasks again, to their first queue and priority; replayed entries leave the DLQ."""
+    """Send the tasks again, to their first queue and priority; replayed entries leave the DLQ.
+
+    An entry that does not read, or names a task, queue or priority this deployment does not
+    run, is refused with one line naming it and what is wrong, and stays in the DLQ.
+    """
     queue = _queue(ctx)
     missing: list[str] = []
     refused: list[str] = []
@@ -100,15 +158,21 @@ def replay_letters(ctx: click.Context, letter_ids: tuple[str, ...]) -> None:
         try:
             new_id = queue.replay(letter_id, ctx.obj.app)
         except DeadLetterNotFound:
-            missing.append(letter_id)
+            missing.append(shown_id(letter_id))
             continue
-        except NotReplayable as exc:
+        except (UnreadableDeadLetter, ReplayRefused) as exc:
+            refused.append(
+                f"{exc}; it stays in the dead-letter queue (`dlq show {shown_id(letter_id)}`)"
+            )
+            continue
+        except (NotReplayable, DeadLetterChanged) as exc:
             refused.append(str(exc))
             continue
         click.echo(f"replayed {letter_id} as task {new_id}")
     problems = refused + ([f"no dead letter with id {', '.join(missing)}"] if missing else [])
     if problems:
-        raise click.ClickException("; ".join(problems))
+        # One line per refused entry: a problem list of one entry is joined with "; ".
+        raise click.ClickException("\n".join(problems))
 
 
 @dlq.command(name="purge")
@@ -122,7 +186,7 @@ def purge_letters(
     purge_all: bool,
     yes: bool,
 ) -> None:
-    """Delete the given dead letters, or all of them with --all."""
+    """Delete the given dead letters, or all of them with --all (unreadable ones too)."""
     if not letter_ids and not purge_all:
         raise click.UsageError("name the dead letters to purge, or pass --all")
     queue = _queue(ctx)

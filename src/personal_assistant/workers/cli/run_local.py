@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 from types import FrameType
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import redis
 
@@ -64,15 +64,50 @@ def broker_answers(url: str, timeout: float = 1.0) -> bool:
 
 
 class PrivateRedis:
-    """A redis-server owned by ``make run``: AOF persistence, noeviction, loopback only."""
+    """A redis-server owned by ``make run``: AOF persistence, noeviction, loopback only.
+
+    Its settings, the password among them, are in DATA_DIR/redis/redis.conf (mode 0600, removed
+    on stop), never on its command line, which every user of the machine can read (ps).
+    """
 
     def __init__(self, url: str, data_dir: Path) -> None:
         parts = urlsplit(url)
         self.url = url
         self.port = parts.port or 6379
-        self.password = parts.password
+        # As redis-py reads them from the URL: percent-decoded.
+        self.username = unquote(parts.username) if parts.username else None
+        self.password = unquote(parts.password) if parts.password else None
         self.data_dir = data_dir / "redis"
+        self.config_file = self.data_dir / "redis.conf"
         self.process: subprocess.Popen[bytes] | None = None
+
+    def config(self) -> str:
+        """The server's redis.conf: today's settings plus the password (and the URL's user)."""
+        lines = [
+            f"port {self.port}",
+            "bind 127.0.0.1 -::1",
+            f"dir {_conf_quote(str(self.data_dir.resolve()))}",
+            "appendonly yes",
+            "maxmemory-policy noeviction",
+            "logfile redis.log",  # relative to dir, which is set above
+        ]
+        if self.password:
+            lines.append(f"requirepass {_conf_quote(self.password)}")
+            if self.username and self.username != "default":
+                # redis-py sends AUTH user password: give the URL's user the same rights.
+                rule = _conf_quote(">" + self.password)
+                lines.append(f"user {_conf_quote(self.username)} on {rule} ~* &* +@all")
+        return "\n".join(lines) + "\n"
+
+    def write_config(self) -> Path:
+        """Write redis.conf readable by this user only (a file left from a crash is replaced,
+        and a link planted in its place is not followed)."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.config_file.unlink(missing_ok=True)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+        with os.fdopen(os.open(self.config_file, flags, 0o600), "wb") as out:
+            out.write(self.config().encode())
+        return self.config_file
 
     def start(self) -> None:
         """Start the server and wait for it to answer; raise RuntimeError if it does not."""
@@ -82,26 +117,10 @@ class PrivateRedis:
                 "no broker answers and redis-server is not installed "
                 "(`apt-get install redis-server`, or set CELERY_BROKER_URL)"
             )
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        args = [
-            binary,
-            "--port",
-            str(self.port),
-            "--bind",
-            "127.0.0.1",
-            "-::1",
-            "--dir",
-            str(self.data_dir.resolve()),
-            "--appendonly",
-            "yes",
-            "--maxmemory-policy",
-            "noeviction",
-            "--logfile",
-            "redis.log",
-        ]
-        if self.password:
-            args += ["--requirepass", self.password]
-        self.process = subprocess.Popen(args, start_new_session=True)  # noqa: S603 - our argv
+        config_file = self.write_config()
+        self.process = subprocess.Popen(  # noqa: S603 - our argv
+            [binary, str(config_file.resolve())], start_new_session=True
+        )
         deadline = time.monotonic() + REDIS_START_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -128,6 +147,21 @@ class PrivateRedis:
                 self.process.kill()
                 self.process.wait()
             logger.info("stopped the private Redis")
+        self.config_file.unlink(missing_ok=True)
+
+
+def _conf_quote(value: str) -> str:
+    """``value`` as one argument of redis.conf: double-quoted, with '"', '\\' and control
+    characters escaped (redis splits config lines as its own shell-like parser does)."""
+    escaped = []
+    for char in value:
+        if char in '"\\':
+            escaped.append("\\" + char)
+        elif ord(char) < 0x20 or ord(char) == 0x7F:
+            escaped.append(f"\\x{ord(char):02x}")
+        else:
+            escaped.append(char)
+    return '"' + "".join(escaped) + '"'
 
 
 def worker_command(settings: WorkerSettings) -> list[str]:

@@ -78,7 +78,12 @@ def workflow() -> None:
 @click.option("--watch", "then_watch", is_flag=True, help="Follow it until it ends.")
 @click.pass_context
 def submit(ctx: click.Context, path: str, then_watch: bool) -> None:
-    """Validate and start the workflow in PATH; print its id."""
+    """Validate and start the workflow in PATH; print its id.
+
+    PATH is a YAML or JSON file of at most 1 MiB, without aliases (*name); its tasks must
+    be on the workflow allow-list (the ai, email, file and sync tasks, and
+    WORKFLOW_ALLOWED_TASKS). A file that cannot run is refused whole, one line per problem.
+    """
     try:
         workflow_id = submit_workflow(load_definition_file(path), app=ctx.obj.app)
     except WorkflowValidationError as exc:

@@ -16,57 +16,95 @@ tasks:
 ```
 
 ``tasks`` may also be a list of mappings with an ``id`` each. Every problem found (unknown task
-names, unknown dependencies, duplicate ids, cycles, bad conditions, bad options) is reported
-together in one :class:`WorkflowValidationError`, and nothing is dispatched.
+names, tasks a workflow may not run, unknown dependencies, duplicate ids, cycles, bad
+conditions, bad options, values JSON cannot hold, sizes past their limits) is reported together
+in one :class:`WorkflowValidationError`, and nothing is dispatched.
+
+Nothing here trusts its input: files go through the bounded loader (utils/bounded_yaml.py), a
+dict through the same checks as plain JSON (workflow_input.py), the tasks through the allow-list
+(workflow_policy.py); every value a message shows is clipped, and so is the list of problems.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Collection, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
-
-import yaml
+from typing import Any, Final
 
 from personal_assistant.workers import constants as c
-from personal_assistant.workers.schedulers.conditions import ConditionError, parse_condition
+from personal_assistant.workers.schedulers.conditions import ConditionError
 from personal_assistant.workers.schedulers.dag import CycleError, DependencyGraph
 from personal_assistant.workers.schedulers.dependency_scheduler import (
     DependencyScheduler,
     TaskDependency,
 )
-from personal_assistant.workers.schedulers.trigger_rules import parse_trigger_rule
+from personal_assistant.workers.schedulers.workflow_input import (
+    DefinitionTooLarge,
+    describe,
+    plain_copy,
+)
+from personal_assistant.workers.schedulers.workflow_policy import (
+    DEFAULT_POLICY,
+    WorkflowTaskPolicy,
+)
+from personal_assistant.workers.schedulers.workflow_task_checks import (
+    DURATION,
+    MAX_WAIT_S,
+    OPTION_FIELDS,
+    TASK_FIELDS,
+    TASK_ID,
+    check_task,
+    depends_on_of,
+    is_duration,
+    show_id,
+)
+from personal_assistant.workers.utils.bounded_yaml import (
+    InputFileError,
+    Limits,
+    clip_problems,
+    load_yaml_file,
+    short_repr,
+)
+
+__all__ = [
+    "MAX_WAIT_S",
+    "MAX_WORKFLOW_TASKS",
+    "OPTION_FIELDS",
+    "TASK_FIELDS",
+    "TASK_ID",
+    "WorkflowDefinition",
+    "WorkflowTask",
+    "WorkflowValidationError",
+    "load_definition_file",
+    "parse_and_build",
+    "parse_definition",
+]
 
 # A workflow is one Redis hash read on every task end: keep it to a size that stays cheap.
 MAX_WORKFLOW_TASKS = 10_000
-TASK_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,99}")  # used with fullmatch
-TASK_FIELDS = frozenset(
-    {
-        "id",
-        "task",
-        "args",
-        "kwargs",
-        "depends_on",
-        "condition",
-        "trigger_rule",
-        "timeout",
-        "options",
-    }
-)
-OPTION_FIELDS = frozenset({"queue", "priority"})
 TOP_FIELDS = frozenset({"name", "deadline", "tasks"})
+# The values a file may hold: 20 a task on the largest workflow (ids, fields, small arguments).
+MAX_FILE_VALUES: Final = 20 * MAX_WORKFLOW_TASKS
+# One problem's line in a message: long enough for a file path and a reason.
+MAX_PROBLEM_CHARS: Final = 300
+FILE_LIMITS: Final = Limits(max_bytes=c.WORKFLOW_MAX_DEFINITION_BYTES, max_nodes=MAX_FILE_VALUES)
 
 
 class WorkflowValidationError(ValueError):
-    """The definition cannot run; ``problems`` lists every reason, one line each."""
+    """The definition cannot run; ``problems`` lists every reason, one line each (each line and
+    the list clipped, the last line counting the rest)."""
 
     def __init__(self, problems: list[str]) -> None:
-        self.problems = problems
-        super().__init__("invalid workflow:\n  - " + "\n  - ".join(problems))
+        self.problems = [
+            short_repr(p, MAX_PROBLEM_CHARS, quote=False) for p in clip_problems(problems)
+        ]
+        if len(self.problems) == 1:  # one line: what a CLI prints as one error
+            super().__init__(f"invalid workflow: {self.problems[0]}")
+        else:
+            super().__init__("invalid workflow:\n  - " + "\n  - ".join(self.problems))
 
 
 @dataclass(frozen=True)
@@ -93,21 +131,25 @@ class WorkflowDefinition:
     deadline: float | None = None
 
     def to_json(self) -> str:
-        """Serialise for storage in Redis."""
+        """Serialise for storage in Redis: compact, each task's fields left at their defaults
+        omitted, so what is stored is about the size of what was validated."""
         return json.dumps(
             {
                 "name": self.name,
                 "deadline": self.deadline,
-                "tasks": [asdict(t) for t in self.tasks.values()],
-            }
+                "tasks": [_without_defaults(t) for t in self.tasks.values()],
+            },
+            separators=(",", ":"),
+            ensure_ascii=False,
         )
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> WorkflowDefinition:
-        """Rebuild a definition stored by :meth:`to_json` (already validated)."""
+        """Rebuild a definition stored by :meth:`to_json` (already validated; the runtime checks
+        its tasks against the allow-list again before it publishes them)."""
         data = json.loads(raw)
         tasks = {t["id"]: WorkflowTask(**t) for t in data["tasks"]}
-        return cls(name=data["name"], tasks=tasks, deadline=data["deadline"])
+        return cls(name=data["name"], tasks=tasks, deadline=data.get("deadline"))
 
     def build_scheduler(self) -> DependencyScheduler:
         """A fresh state machine for this workflow."""
@@ -115,6 +157,20 @@ class WorkflowDefinition:
         scheduler = DependencyScheduler(deadline=deadline)
         scheduler.add_dependencies(_as_dependency(task) for task in self.tasks.values())
         return scheduler
+
+
+_TASK_DEFAULTS: Final = {
+    f.name: f.default_factory() if callable(f.default_factory) else f.default
+    for f in fields(WorkflowTask)
+    if f.name not in ("id", "task")
+}
+
+
+_MISSING: Final = object()
+
+
+def _without_defaults(task: WorkflowTask) -> dict[str, Any]:
+    return {k: v for k, v in asdict(task).items() if _TASK_DEFAULTS.get(k, _MISSING) != v}
 
 
 def _as_dependency(task: WorkflowTask) -> TaskDependency:
@@ -127,46 +183,16 @@ def _as_dependency(task: WorkflowTask) -> TaskDependency:
     )
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """Safe YAML loader that refuses duplicate keys (PyYAML silently keeps the last one)."""
-
-
-def _mapping_without_duplicates(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
-    seen: set[Any] = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node)
-        if key in seen:
-            line = key_node.start_mark.line + 1
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r} (line {line})", key_node.start_mark
-            )
-        seen.add(key)
-    return loader.construct_mapping(node)
-
-
-_UniqueKeyLoader.add_constructor(
-    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates
-)
-
-
 def load_definition_file(path: str | Path) -> dict[str, Any]:
-    """Read a YAML or JSON definition; WorkflowValidationError with the line on a syntax error."""
-    file = Path(path)
+    """Read a YAML or JSON definition through the bounded loader (a regular file of at most
+    ``WORKFLOW_MAX_DEFINITION_BYTES``, no aliases, plain finite data); any problem is a
+    WorkflowValidationError naming the file and the line."""
     try:
-        text = file.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise WorkflowValidationError([f"cannot read {file}: {exc.strerror}"]) from None
-    try:
-        if file.suffix == ".json":
-            data = json.loads(text)
-        else:
-            data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
-    except json.JSONDecodeError as exc:
-        raise WorkflowValidationError([f"{file}: line {exc.lineno}: {exc.msg}"]) from None
-    except yaml.YAMLError as exc:
-        raise WorkflowValidationError([f"{file}: {exc}"]) from None
+        data = load_yaml_file(path, FILE_LIMITS)
+    except InputFileError as exc:
+        raise WorkflowValidationError([str(exc)]) from None
     if not isinstance(data, dict):
-        raise WorkflowValidationError([f"{file}: the top level must be a mapping"])
+        raise WorkflowValidationError([f"{path}: the top level must be a mapping"])
     return data
 
 
@@ -185,156 +211,72 @@ def _task_entries(raw_tasks: Any, problems: list[str]) -> list[tuple[str, Any]]:
     return []
 
 
-def _is_positive_number(value: Any) -> bool:
-    return not isinstance(value, bool) and isinstance(value, int | float) and value > 0
-
-
-def _check_call(
-    tid: str, spec: Mapping[str, Any], known_tasks: Collection[str] | None, problems: list[str]
-) -> None:
-    """The Celery task and its arguments."""
-    name = spec.get("task")
-    if not isinstance(name, str) or not name:
-        problems.append(f"{tid}: 'task' (a Celery task name) is required")
-    elif known_tasks is not None and name not in known_tasks:
-        problems.append(f"{tid}: unknown Celery task {name!r}")
-    if not isinstance(spec.get("args", []), list):
-        problems.append(f"{tid}: 'args' must be a list")
-    kwargs = spec.get("kwargs", {})
-    if not isinstance(kwargs, Mapping) or not all(isinstance(k, str) for k in kwargs):
-        problems.append(f"{tid}: 'kwargs' must be a mapping with string keys")
-
-
-def _check_rules(
-    tid: str, spec: Mapping[str, Any], depends_on: list[str], problems: list[str]
-) -> None:
-    """Trigger rule, condition and timeout."""
-    try:
-        parse_trigger_rule(str(spec.get("trigger_rule", "all_success")))
-    except ValueError as exc:
-        problems.append(f"{tid}: {exc}")
-    condition = spec.get("condition")
-    if condition is not None:
-        try:
-            parse_condition(str(condition), allowed_names=depends_on)
-        except ConditionError as exc:
-            problems.append(f"{tid}: bad condition: {exc}")
-    timeout = spec.get("timeout")
-    if timeout is not None and not _is_positive_number(timeout):
-        problems.append(f"{tid}: 'timeout' must be a positive number of seconds")
-
-
-def _check_options(tid: str, options: Any, problems: list[str]) -> None:
-    """Queue and priority."""
-    if not isinstance(options, Mapping):
-        problems.append(f"{tid}: 'options' must be a mapping")
-        return
-    for unknown in sorted(set(options) - OPTION_FIELDS, key=str):
-        problems.append(f"{tid}: unknown option {unknown!r} (allowed: queue, priority)")
-    if "queue" in options and options["queue"] not in c.QUEUES:
-        problems.append(f"{tid}: unknown queue {options['queue']!r}; known: {list(c.QUEUES)}")
-    priority = options.get("priority")
-    if priority is not None and (
-        isinstance(priority, bool)
-        or not isinstance(priority, int)
-        or not c.PRIORITY_MIN <= priority <= c.PRIORITY_MAX
-    ):
-        problems.append(
-            f"{tid}: priority must be an integer from {c.PRIORITY_MIN} to {c.PRIORITY_MAX}"
-        )
-
-
-def _depends_on(spec: Mapping[str, Any]) -> list[str] | None:
-    """The upstream ids (a single string allowed), or None when malformed."""
-    deps = spec.get("depends_on", [])
-    deps = [deps] if isinstance(deps, str) else deps
-    if not isinstance(deps, list) or not all(isinstance(d, str) for d in deps):
-        return None
-    return deps
-
-
-def _check_task(
-    tid: str,
-    spec: Any,
-    known_tasks: Collection[str] | None,
-    problems: list[str],
-) -> WorkflowTask | None:
-    """One task's own fields (its dependencies are checked across tasks, by the caller)."""
-    if not isinstance(spec, Mapping):
-        problems.append(f"{tid}: must be a mapping")
-        return None
-    before = len(problems)
-    if not TASK_ID.fullmatch(tid):
-        problems.append(f"{tid!r}: task ids are 1-100 letters, digits, '_' or '-'")
-    for unknown in sorted(set(spec) - TASK_FIELDS, key=str):
-        problems.append(f"{tid}: unknown field {unknown!r}")
-    _check_call(tid, spec, known_tasks, problems)
-    depends_on = _depends_on(spec)
-    if depends_on is None:
-        problems.append(f"{tid}: 'depends_on' must be a list of task ids")
-    _check_rules(tid, spec, depends_on or [], problems)
-    _check_options(tid, spec.get("options", {}), problems)
-    if len(problems) > before:
-        return None
-    condition, timeout = spec.get("condition"), spec.get("timeout")
-    return WorkflowTask(
-        id=tid,
-        task=str(spec["task"]),
-        args=list(spec.get("args", [])),
-        kwargs=dict(spec.get("kwargs", {})),
-        depends_on=list(depends_on or []),
-        condition=None if condition is None else str(condition),
-        trigger_rule=str(spec.get("trigger_rule", "all_success")),
-        timeout=None if timeout is None else float(timeout),
-        options=dict(spec.get("options", {})),
-    )
-
-
 def _check_graph(entries: list[tuple[str, Any]], ids: Collection[str], problems: list[str]) -> None:
     """Unknown dependencies and cycles, over every task (also those with other problems), so
     one run of the validator reports everything."""
     upstreams_of: dict[str, list[str]] = {}
     for tid, spec in entries:
-        deps = _depends_on(spec) if isinstance(spec, Mapping) else None
+        deps = depends_on_of(spec) if isinstance(spec, Mapping) else None
         if deps is None:
             continue
-        problems.extend(f"{tid}: depends on unknown task {d!r}" for d in deps if d not in ids)
+        problems.extend(
+            f"{show_id(tid)}: depends on unknown task {short_repr(d)}" for d in deps if d not in ids
+        )
         if tid in deps:
-            problems.append(f"dependency cycle: {tid} -> {tid} (a task cannot depend on itself)")
+            shown = show_id(tid)
+            problems.append(
+                f"dependency cycle: {shown} -> {shown} (a task cannot depend on itself)"
+            )
         upstreams_of[tid] = [d for d in deps if d in ids and d != tid]
     try:
         DependencyGraph().set_many_upstreams(upstreams_of)
     except CycleError as exc:
-        problems.append(str(exc))
+        problems.append(short_repr(str(exc), MAX_PROBLEM_CHARS, quote=False))
+
+
+def _check_top(raw: Mapping[str, Any], problems: list[str]) -> tuple[Any, Any]:
+    """The top-level fields but the tasks; returns the name and the deadline."""
+    for unknown in sorted(set(raw) - TOP_FIELDS, key=str):
+        problems.append(f"unknown top-level field {describe(unknown)}")
+    name = raw.get("name", "workflow")
+    if not isinstance(name, str) or not name or len(name) > 200:
+        problems.append("'name' must be a string of 1-200 characters")
+    deadline = raw.get("deadline")
+    if deadline is not None and not is_duration(deadline):
+        problems.append(f"'deadline' must be {DURATION}")
+    return name, deadline
 
 
 def parse_definition(
     raw: Mapping[str, Any],
     *,
     known_tasks: Collection[str] | None = None,
+    policy: WorkflowTaskPolicy = DEFAULT_POLICY,
 ) -> WorkflowDefinition:
-    """Validate ``raw`` whole; raise WorkflowValidationError listing every problem."""
-    return parse_and_build(raw, known_tasks=known_tasks)[0]
+    """Validate ``raw`` whole; raise WorkflowValidationError listing every problem.
+
+    ``known_tasks``: the registered task names (None: not checked); ``policy``: the tasks a
+    workflow may run (by default the domain tasks only).
+    """
+    return parse_and_build(raw, known_tasks=known_tasks, policy=policy)[0]
 
 
 def parse_and_build(
     raw: Mapping[str, Any],
     *,
     known_tasks: Collection[str] | None = None,
+    policy: WorkflowTaskPolicy = DEFAULT_POLICY,
 ) -> tuple[WorkflowDefinition, DependencyScheduler]:
     """:func:`parse_definition`, also returning the state machine built to check it (so a
     submit does not build it again)."""
-    problems: list[str] = []
     if not isinstance(raw, Mapping):
         raise WorkflowValidationError(["a workflow definition must be a mapping"])
-    for unknown in sorted(set(raw) - TOP_FIELDS, key=str):
-        problems.append(f"unknown top-level field {unknown!r}")
-    name = raw.get("name", "workflow")
-    if not isinstance(name, str) or not name or len(name) > 200:
-        problems.append("'name' must be a string of 1-200 characters")
-    deadline = raw.get("deadline")
-    if deadline is not None and not _is_positive_number(deadline):
-        problems.append("'deadline' must be a positive number of seconds")
+    try:
+        # Checked as the JSON it will be stored as, before anything else looks at it.
+        raw, problems = plain_copy(raw, c.WORKFLOW_MAX_DEFINITION_BYTES)
+    except DefinitionTooLarge as exc:
+        raise WorkflowValidationError([str(exc)]) from None
+    name, deadline = _check_top(raw, problems)
     entries = _task_entries(raw.get("tasks"), problems)
     if not entries and "tasks" in raw:
         problems.append("a workflow needs at least one task")
@@ -343,12 +285,12 @@ def parse_and_build(
     counts: dict[str, int] = {}
     for tid, _ in entries:
         counts[tid] = counts.get(tid, 0) + 1
-    problems += [f"duplicate task id {tid!r}" for tid, n in counts.items() if n > 1]
+    problems += [f"duplicate task id {short_repr(tid)}" for tid, n in counts.items() if n > 1]
     tasks: dict[str, WorkflowTask] = {}
     for tid, spec in entries:
-        task = _check_task(tid, spec, known_tasks, problems)
-        if task is not None and tid not in tasks:
-            tasks[tid] = task
+        checked = check_task(tid, spec, known_tasks, policy, problems)
+        if checked is not None and tid not in tasks:
+            tasks[tid] = WorkflowTask(**checked)
     _check_graph(entries, counts, problems)
     if not problems:
         definition = WorkflowDefinition(

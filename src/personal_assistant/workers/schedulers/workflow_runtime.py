@@ -8,6 +8,11 @@ commit succeeds; the other re-reads, sees the dependent already ``queued`` and d
 it: each dependent is dispatched exactly once. On a Redis broker the commit also pushes the
 ready tasks' messages; elsewhere the winner publishes after its commit, and a publish that fails
 is recorded as that task's failure, so nothing waits forever on a message that was never sent.
+
+Every ready task is checked against the workflow allow-list (workflow_policy.py) in the same
+decision, before its message is built: one the list refuses (a definition stored before the list
+or the settings changed) is recorded as failed instead of published, and the workflow goes on by
+its trigger rules to its end.
 """
 
 from __future__ import annotations
@@ -33,7 +38,12 @@ from personal_assistant.workers.schedulers.workflow_definition import (
     WorkflowDefinition,
     parse_and_build,
 )
+from personal_assistant.workers.schedulers.workflow_input import describe
 from personal_assistant.workers.schedulers.workflow_link import advance_link
+from personal_assistant.workers.schedulers.workflow_policy import (
+    DEFAULT_POLICY,
+    WorkflowTaskPolicy,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +86,42 @@ def redis_for(app: Any) -> redis.Redis:
         client = redis.Redis.from_url(url, socket_timeout=10)
         app._workflow_redis = client
     return cast(redis.Redis, client)
+
+
+def policy_for(app: Any) -> WorkflowTaskPolicy:
+    """The tasks workflows of ``app`` may run: the domain tasks plus its settings'
+    ``workflow_allowed_tasks`` (an app without settings: the domain tasks only)."""
+    policy = getattr(app, "_workflow_policy", None)
+    if policy is None:
+        settings = getattr(app, "settings", None)
+        patterns = getattr(settings, "workflow_allowed_tasks", None) or []
+        policy = WorkflowTaskPolicy.from_patterns(patterns) if patterns else DEFAULT_POLICY
+        app._workflow_policy = policy
+    return cast(WorkflowTaskPolicy, policy)
+
+
+def refuse_disallowed(
+    workflow_id: str,
+    ready: list[str],
+    definition: WorkflowDefinition,
+    scheduler: DependencyScheduler,
+    policy: WorkflowTaskPolicy,
+) -> list[str]:
+    """The ready tasks ``policy`` allows; each refused one is recorded as failed instead (and
+    what that makes ready is checked in turn), so the workflow ends rather than waits."""
+    allowed: list[str] = []
+    pending = list(ready)
+    while pending:
+        task_id = pending.pop(0)
+        name = definition.tasks[task_id].task
+        reason = policy.refusal(name)
+        if reason is None:
+            allowed.append(task_id)
+            continue
+        error = f"not dispatched: task {describe(name)} may not run in a workflow: {reason}"
+        logger.error("workflow %s: %s: %s", workflow_id, task_id, error)
+        pending += scheduler.record_status(task_id, Status.FAILED, error=error)
+    return allowed
 
 
 _Built = tuple[WorkflowDefinition, DependencyScheduler, frozenset[str]]
@@ -139,6 +185,7 @@ def transition(
     scheduler = copy.copy(built)
     captured: dict[str, outbox.CapturedPublish] = {}
     use_outbox = app is not None and _outbox_supported(app)
+    policy = DEFAULT_POLICY if app is None else policy_for(app)
     while True:
         states = store.VersionedStates(client, workflow_id, definition.tasks, TERMINAL)
         scheduler.states = states
@@ -147,7 +194,7 @@ def transition(
             seed = {}
         if preload is not None:
             states.preload(preload(scheduler))
-        ready = change(scheduler)
+        ready = refuse_disallowed(workflow_id, change(scheduler), definition, scheduler, policy)
         if use_outbox:
             for task_id in ready:
                 if task_id not in captured:  # built once, even if we decide again
@@ -269,14 +316,21 @@ def known_task_names(app: Any) -> set[str]:
 def submit_workflow(definition: Mapping[str, Any], *, app: Any = None) -> str:
     """Validate ``definition`` whole, store it, dispatch its roots; return the workflow id.
 
-    Raises WorkflowValidationError (and stores and dispatches nothing) when it is invalid.
+    Raises WorkflowValidationError (and stores and dispatches nothing) when it is invalid: a
+    task that is not registered or not allowed in workflows (``policy_for``), a definition
+    over ``WORKFLOW_MAX_DEFINITION_BYTES`` as JSON or a task's arguments over
+    ``WORKFLOW_MAX_ARGS_BYTES``, values JSON cannot hold, and every other problem.
     """
     app = app or _default_app()
-    parsed, scheduler = parse_and_build(definition, known_tasks=known_task_names(app))
+    policy = policy_for(app)
+    parsed, scheduler = parse_and_build(
+        definition, known_tasks=known_task_names(app), policy=policy
+    )
     workflow_id = uuid.uuid4().hex
     client = redis_for(app)
     now = time.time()
-    ready = scheduler.start(now)  # nobody else knows this workflow yet: no WATCH needed
+    # Nobody else knows this workflow yet: no WATCH needed.
+    ready = refuse_disallowed(workflow_id, scheduler.start(now), parsed, scheduler, policy)
     leaves = set(scheduler.leaves())
     remaining = sum(s.status not in TERMINAL for s in scheduler.states.values())
     failed_leaves = sum(scheduler.states[t].status in FAILED_LIKE for t in leaves)

@@ -6,7 +6,6 @@ redelivery after a lost worker is safe.
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 from personal_assistant.workers.celery_app import app
@@ -14,8 +13,14 @@ from personal_assistant.workers.config import get_settings
 from personal_assistant.workers.constants import QUEUES
 from personal_assistant.workers.schedulers import workflow_runtime
 from personal_assistant.workers.tasks.base_tasks import BaseTask
-from personal_assistant.workers.tasks.file_tasks import run_cleanup
+from personal_assistant.workers.tasks.file_tasks import (
+    check_dry_run,
+    effective_max_age,
+    narrowing_patterns,
+    run_cleanup,
+)
 from personal_assistant.workers.utils import alerting_hook
+from personal_assistant.workers.utils.file_cleanup import validate_patterns
 from personal_assistant.workers.utils.task_monitoring import WorkerRegistry, queue_depths
 
 
@@ -26,22 +31,30 @@ def cleanup_old_logs(
     patterns: list[str] | None = None,
     dry_run: bool = False,
 ) -> dict[str, Any]:
-    """Delete log files older than ``max_age_days`` under LOG_DIRS; report what was freed.
+    """Delete log files older than the max age under LOG_DIRS; report what was freed.
 
     Only files matching LOG_FILE_PATTERNS (``*.log``, rotated ``*.log.N`` and ``*.log.gz``)
-    are candidates; directories are kept, since log shippers watch them.
+    are candidates; directories are kept, since log shippers watch them. Arguments only narrow
+    the settings (see ``file_tasks``): ``max_age_days`` applies when it exceeds
+    LOG_MAX_AGE_DAYS, ``patterns`` further restricts LOG_FILE_PATTERNS.
     """
     settings = get_settings()
-    days = settings.log_max_age_days if max_age_days is None else float(max_age_days)
-    if days < 0:
-        raise ValueError(f"max_age_days must not be negative (got {days})")
+    max_age = effective_max_age(
+        settings.log_max_age_days,
+        max_age_days,
+        unit="days",
+        setting="LOG_MAX_AGE_DAYS",
+        argument="max_age_days",
+    )
     return run_cleanup(
         self,
         what="cleanup_old_logs",
+        settings=settings,
         roots=settings.cleanup_log_roots,
-        max_age=timedelta(days=days),
-        patterns=patterns or settings.log_file_patterns,
-        dry_run=dry_run,
+        max_age=max_age,
+        patterns=validate_patterns(settings.log_file_patterns, "LOG_FILE_PATTERNS"),
+        narrow_to=narrowing_patterns(patterns),
+        dry_run=check_dry_run(dry_run),
         remove_empty_dirs=False,
     )
 

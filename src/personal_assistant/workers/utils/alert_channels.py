@@ -10,14 +10,22 @@ channels without ever making the caller wait (``alert_dispatch``), and
 
 Secrets stay secret: SMTP passwords and webhook secrets are never logged nor shown in ``repr``
 or errors, and webhook URLs (Slack's carry their token in the path) are shown as scheme and host
-only (:func:`mask_endpoint`).
+only (:func:`mask_endpoint`). Slack and webhook URLs must be https (plain http is accepted only to
+a loopback host, which is what tests use): a webhook body names failing tasks and their errors,
+and a Slack URL is itself a credential.
+
+Webhook signatures (``alert_signing``, re-exported here): ``X-Alert-Timestamp: <t>`` (Unix
+seconds) and ``X-Signature-256: sha256=<hex>``, the HMAC-SHA256 with the shared secret of
+``b"<t>." + body``. A receiver recomputes it, compares in constant time and refuses a timestamp
+more than ``WEBHOOK_MAX_AGE_S`` (300 s) from its clock, either way (:func:`verify_signature`), so
+a captured request cannot be replayed later. The secret is at least ``WEBHOOK_MIN_SECRET_BYTES``
+(32) bytes.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import http.client
+import ipaddress
 import json
 import logging
 import ssl
@@ -46,6 +54,13 @@ from personal_assistant.workers.utils.alert_notification import (
     _one_line,
     _Scrubber,
 )
+from personal_assistant.workers.utils.alert_signing import (
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    secret_problem,
+    sign,
+    verify_signature,
+)
 
 __all__ = [
     "ALERT_LOGGER",
@@ -73,8 +88,6 @@ __all__ = [
 #: Where :class:`LogChannel` writes alerts (a separate logger, so they can be routed apart).
 ALERT_LOGGER: Final = "personal_assistant.workers.alerts"
 
-SIGNATURE_HEADER: Final = "X-Signature-256"
-TIMESTAMP_HEADER: Final = "X-Alert-Timestamp"
 USER_AGENT: Final = "personal-assistant-workers-alerts/1"
 # Bytes of an error response kept for the error message (Slack answers e.g. "invalid_token").
 _ERROR_BODY_BYTES = 200
@@ -99,8 +112,19 @@ def mask_endpoint(url: str) -> str:
     return f"{parts.scheme}://{host}{port}" + (f"/{MASK}" if hidden else "")
 
 
+def _is_loopback(host: str) -> bool:
+    """``localhost`` or a loopback address (127.0.0.0/8, ::1): where plain http may go."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _check_http_url(url: str, what: str) -> str:
-    """An http(s) URL with a host and nothing that could break the request line."""
+    """An https URL (http to loopback only) with a host and nothing that could break the
+    request line."""
     if not isinstance(url, str) or not url:
         raise ValueError(f"{what}: no URL given")
     if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in url):
@@ -111,9 +135,13 @@ def _check_http_url(url: str, what: str) -> str:
     except ValueError:
         raise ValueError(f"{what}: unparseable URL {mask_endpoint(url)}") from None
     if parts.scheme not in {"http", "https"}:
-        raise ValueError(f"{what}: URL must be http or https (got {parts.scheme or 'none'!r})")
+        raise ValueError(f"{what}: URL must be https (got {parts.scheme or 'none'!r})")
     if not parts.hostname:
         raise ValueError(f"{what}: URL {mask_endpoint(url)} has no host")
+    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        raise ValueError(
+            f"{what}: URL {mask_endpoint(url)} must be https (plain http only to a loopback host)"
+        )
     return url
 
 
@@ -272,13 +300,12 @@ class SlackChannel:
 
 
 class WebhookChannel:
-    """``Notification.to_json()`` POSTed as JSON, signed with HMAC-SHA256 of the exact body.
+    """``Notification.to_json()`` POSTed as JSON, signed with its timestamp (HMAC-SHA256).
 
-    Headers: ``X-Signature-256: sha256=<hex>`` (GitHub's scheme: the receiver recomputes the
-    HMAC of the raw body with the shared secret and compares in constant time, see
-    :func:`verify_signature`) and ``X-Alert-Timestamp`` (Unix seconds of this attempt; it is not
-    covered by the signature: for replay protection use the signed body's ``timestamp`` and
-    ``fingerprint``).
+    Headers: ``X-Alert-Timestamp: <t>`` (Unix seconds of this attempt) and ``X-Signature-256:
+    sha256=<hex>``, the HMAC of ``b"<t>." + body`` with the shared secret (the module doc of
+    ``alert_signing`` gives the scheme; receivers call :func:`verify_signature`, which refuses
+    a request older or newer than ``WEBHOOK_MAX_AGE_S``).
     """
 
     def __init__(
@@ -289,8 +316,9 @@ class WebhookChannel:
         *,
         name: str = "webhook",
     ) -> None:
-        if not isinstance(secret, str) or not secret.strip():
-            raise ValueError("a webhook channel needs a non-empty secret to sign its requests")
+        problem = secret_problem(secret)
+        if problem is not None:
+            raise ValueError(problem)
         self._url = _check_http_url(url, "webhook")
         if timeout <= 0:
             raise ValueError(f"timeout must be positive (got {timeout})")
@@ -313,24 +341,18 @@ class WebhookChannel:
         data = n.to_json()
         return json.dumps(data, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
 
-    def sign(self, body: bytes) -> str:
-        """The ``X-Signature-256`` value of ``body``."""
-        return "sha256=" + hmac.new(self._secret, body, hashlib.sha256).hexdigest()
+    def sign(self, body: bytes, timestamp: int) -> str:
+        """The ``X-Signature-256`` value of ``body`` sent at ``timestamp`` (Unix seconds)."""
+        return sign(self._secret, body, timestamp)
 
     def send(self, n: Notification) -> None:
         """POST the signed body; non-2xx or a transport error raises (URL and secret masked)."""
         body = self.body(n)
+        # Signed per attempt: a retry carries a fresh timestamp, so it is not taken for a replay.
+        timestamp = int(time.time())
         headers = {
             "Content-Type": "application/json",
-            SIGNATURE_HEADER: self.sign(body),
-            TIMESTAMP_HEADER: str(int(time.time())),
+            TIMESTAMP_HEADER: str(timestamp),
+            SIGNATURE_HEADER: self.sign(body, timestamp),
         }
         _post(self._url, body, headers, timeout=self.timeout, what="webhook", scrub=self._scrub)
-
-
-def verify_signature(body: bytes, header: str | None, secret: str) -> bool:
-    """For receivers: True when ``header`` is ``sha256=`` + the HMAC of ``body`` with ``secret``."""
-    if not header or not secret:
-        return False
-    expected = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-    return hmac.compare_digest(expected, header.strip())

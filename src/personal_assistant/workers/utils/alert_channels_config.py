@@ -6,6 +6,11 @@ The variables::
     ALERT_SMTP_TO (comma list), ALERT_SMTP_USER + ALERT_SMTP_PASSWORD (both or neither),
     ALERT_SMTP_STARTTLS / ALERT_SMTP_SSL (true/false), ALERT_SLACK_WEBHOOK_URL,
     ALERT_WEBHOOK_URL + ALERT_WEBHOOK_SECRET, ALERT_CHANNEL_TIMEOUT (seconds, default 5)
+
+Refused at start-up, each with one line naming the variables: an SMTP login
+(ALERT_SMTP_USER/PASSWORD) without ALERT_SMTP_STARTTLS or ALERT_SMTP_SSL, since the password
+would cross the network in clear text; a Slack or webhook URL that is not https (plain http
+only to a loopback host); an ALERT_WEBHOOK_SECRET shorter than 32 bytes.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from collections.abc import Callable, Mapping
 from personal_assistant.workers.config import ConfigError
 from personal_assistant.workers.utils.alert_email import EmailChannel
 from personal_assistant.workers.utils.alert_notification import DEFAULT_TIMEOUT_S, Channel
+from personal_assistant.workers.utils.alert_signing import secret_problem
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
@@ -80,6 +86,11 @@ def _smtp_from_env(env: Mapping[str, str], timeout: float) -> EmailChannel | Non
         raise ConfigError("ALERT_SMTP_PASSWORD is required when ALERT_SMTP_USER is set")
     if password and not user:
         raise ConfigError("ALERT_SMTP_USER is required when ALERT_SMTP_PASSWORD is set")
+    if user and not (starttls or use_ssl):
+        raise ConfigError(
+            "ALERT_SMTP_USER/ALERT_SMTP_PASSWORD need ALERT_SMTP_STARTTLS=true or"
+            " ALERT_SMTP_SSL=true: without TLS the password would go out in clear text"
+        )
     for key, value in (("ALERT_SMTP_FROM", sender), *(("ALERT_SMTP_TO", r) for r in recipients)):
         if "@" not in value or any(ch.isspace() for ch in value):
             raise ConfigError(f"{key} must hold e-mail addresses (got {value!r})")
@@ -139,6 +150,9 @@ def channels_from_env(env: Mapping[str, str]) -> dict[str, Channel]:
     if _env(env, "ALERT_WEBHOOK_URL"):
         if not secret.strip():
             raise ConfigError("ALERT_WEBHOOK_SECRET is required when ALERT_WEBHOOK_URL is set")
+        problem = secret_problem(secret)
+        if problem is not None:
+            raise ConfigError(f"ALERT_WEBHOOK_SECRET: {problem}")
         webhook = _url_channel(
             env, "ALERT_WEBHOOK_URL", lambda url: WebhookChannel(url, secret, timeout=timeout)
         )

@@ -1,7 +1,8 @@
 """E-mail alerts: :class:`EmailChannel` sends a notification as plain-text mail over SMTP.
 
 STARTTLS or implicit TLS, with or without login; the SMTP password is never logged nor shown in
-``repr`` or errors.
+``repr`` or errors, and a login without STARTTLS or implicit TLS is refused when the channel is
+built: AUTH PLAIN and LOGIN send the password merely base64-encoded.
 """
 
 from __future__ import annotations
@@ -68,6 +69,11 @@ class EmailChannel:
             raise ValueError("choose STARTTLS or implicit TLS (use_ssl), not both")
         if bool(username) != bool(password):
             raise ValueError("SMTP username and password go together: give both or neither")
+        if username and not (starttls or use_ssl):
+            raise ValueError(
+                "an SMTP login needs STARTTLS or implicit TLS (use_ssl): without TLS the"
+                " password would go out in clear text"
+            )
         if timeout <= 0:
             raise ValueError(f"timeout must be positive (got {timeout})")
         self.name = name

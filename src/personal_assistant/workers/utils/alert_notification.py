@@ -19,7 +19,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, Protocol, runtime_checkable
 
+from personal_assistant.workers import constants as c
 from personal_assistant.workers.config import MASK
+from personal_assistant.workers.utils.alert_templates import clip_message
 
 STATES: Final = frozenset({"firing", "resolved"})
 DEFAULT_TIMEOUT_S: Final = 5.0
@@ -42,7 +44,10 @@ class ChannelError(Exception):
 
 @dataclass(frozen=True)
 class Notification:
-    """One alert turning ``firing`` or ``resolved``, as every channel receives it."""
+    """One alert turning ``firing`` or ``resolved``, as every channel receives it.
+
+    Its message is at most ``ALERT_MESSAGE_MAX_CHARS`` characters (cut with a marker).
+    """
 
     rule: str
     state: str
@@ -58,6 +63,10 @@ class Notification:
             raise ValueError(f"state must be 'firing' or 'resolved' (got {self.state!r})")
         if not self.rule:
             raise ValueError("a notification needs the rule's name")
+        if isinstance(self.message, str) and len(self.message) > c.ALERT_MESSAGE_MAX_CHARS:
+            # Rendered messages are capped already; a prefix ("RESOLVED: ", "TEST: ") or a
+            # message built elsewhere must not get past the cap on the way to a channel.
+            object.__setattr__(self, "message", clip_message(self.message))
 
     def to_json(self) -> dict[str, Any]:
         """A strict-JSON-ready dict: values JSON cannot hold (NaN, objects) become strings."""

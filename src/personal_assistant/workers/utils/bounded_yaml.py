@@ -368,6 +368,9 @@ def short_repr(value: Any, limit: int = MAX_REPR_CHARS, *, quote: bool = True) -
         text = repr(cut) if quote else cut
     elif isinstance(value, (dict, list, tuple, set)):
         text = f"<{type(value).__name__} of {len(value)}>"
+    elif isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        # repr refuses integers past 4,300 digits (and is slow long before): say their size.
+        text = f"<an integer of about {value.bit_length() * 0.30103 + 1:.0f} digits>"
     else:
         text = repr(value) if quote else str(value)
     return text if len(text) <= limit else text[: limit - 1] + "…"

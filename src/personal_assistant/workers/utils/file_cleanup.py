@@ -5,6 +5,11 @@ The walk holds a file descriptor per directory and does every lookup relative to
 A path-based walk (``os.walk`` + ``os.unlink(path)``) re-resolves every path component on each
 call, so a directory swapped for a symlink mid-walk would redirect deletions anywhere on disk.
 POSIX only: the workers run on Linux.
+
+What is deleted can only be narrowed by a caller, never widened: a file goes when its name
+matches one of the configured ``patterns`` *and*, when ``narrow_to`` is given, one of those
+too. Which directories may be roots at all is decided in ``cleanup_roots`` (system trees and
+home directories are refused by prefix).
 """
 
 from __future__ import annotations
@@ -20,7 +25,17 @@ from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
-__all__ = ["CleanupError", "CleanupReport", "cleanup_directory_tree", "validate_roots"]
+from personal_assistant.workers.utils.bounded_yaml import short_repr
+from personal_assistant.workers.utils.cleanup_roots import CleanupError, RootPolicy, validate_roots
+
+__all__ = [
+    "CleanupError",
+    "CleanupReport",
+    "RootPolicy",
+    "cleanup_directory_tree",
+    "validate_patterns",
+    "validate_roots",
+]
 
 PROGRESS_EVERY = 500
 """Files seen between two progress callbacks."""
@@ -29,14 +44,12 @@ MAX_ERRORS = 1000
 MAX_DEPTH = 256
 """Deepest directory level descended: each level holds one fd, and recursion must not blow up."""
 
-# Exact matches only: /var/tmp or /usr/local/tmp are legitimate roots, /var or /usr are not.
-_CRITICAL = ("/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib64", "/proc", "/root")
-_CRITICAL_DIRS = frozenset(Path(p) for p in (*_CRITICAL, "/sbin", "/sys", "/usr", "/var"))
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-
-
-class CleanupError(ValueError):
-    """Raised for an unsafe or invalid cleanup request; the message names the root/field."""
+MAX_PATTERNS = 64
+"""Patterns per list: each file is matched against each one, and real configurations hold a
+handful; a longer list is a mistake or an attempt to make the walk slow."""
+MAX_PATTERN_CHARS = 255
+"""A pattern longer than the longest file name (NAME_MAX) can only match by its wildcards."""
 
 
 @dataclass(frozen=True)
@@ -57,61 +70,34 @@ class CleanupReport:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
 
-def validate_roots(roots: Sequence[str | os.PathLike[str]]) -> tuple[Path, ...]:
-    """Resolve and check cleanup roots, collapsing duplicates and nested roots to the outer one.
+def validate_patterns(patterns: object, name: str = "patterns") -> tuple[str, ...]:
+    """Return the patterns as a tuple, refusing anything but a short list of file-name globs.
 
-    Raises CleanupError if the list is empty or a root is relative, is (or resolves to) the
-    filesystem root, is a critical system directory (exact match: /var/tmp is fine), does not
-    exist, is not a directory, or is itself a symlink.
+    ``name`` is the field named in errors (a task argument or a setting). A pattern is matched
+    against a file's *name* only, so one holding a ``/`` or ``..`` is refused rather than
+    silently matching nothing.
     """
-    if isinstance(roots, str):  # a bare string would be iterated character by character
-        raise CleanupError(f"cleanup roots must be a list of paths, got the string {roots!r}")
-    if not roots:
-        raise CleanupError("no cleanup roots given")
-    resolved = list(dict.fromkeys(_check_root(root) for root in roots))
-    return tuple(p for p in resolved if not any(q in p.parents for q in resolved))
-
-
-def _check_root(root: str | os.PathLike[str]) -> Path:
-    """Return the resolved root or raise a CleanupError naming it."""
-    raw = os.fspath(root)
-
-    def refused(reason: str) -> CleanupError:
-        return CleanupError(f"cleanup root {raw!r} is refused: {reason}")
-
-    path = Path(raw)
-    if not path.is_absolute():  # relative roots depend on the worker's cwd
-        raise refused("it must be an absolute path")
-    try:
-        resolved = path.resolve()
-    except (OSError, RuntimeError, ValueError) as exc:
-        raise refused(f"it cannot be resolved ({exc})") from exc
-    if resolved.parent == resolved:
-        raise refused("it is the filesystem root")
-    if resolved in _CRITICAL_DIRS or Path(os.path.normpath(raw)) in _CRITICAL_DIRS:
-        raise refused("it is a critical system directory")
-    try:
-        st = os.lstat(path)  # lstat the path as given, so a symlinked root is seen as one
-    except FileNotFoundError as exc:
-        raise refused("it does not exist") from exc
-    except OSError as exc:
-        raise refused(f"it cannot be inspected ({exc.strerror})") from exc
-    if stat.S_ISLNK(st.st_mode):
-        raise refused("it is a symlink")
-    if not stat.S_ISDIR(st.st_mode):
-        raise refused("it is not a directory")
-    return resolved
-
-
-def _validate_patterns(patterns: Sequence[str]) -> tuple[str, ...]:
-    """Return the patterns, refusing any that could reach beyond a file name."""
     if isinstance(patterns, str):
-        raise CleanupError(f"patterns must be a list of patterns, got the string {patterns!r}")
+        shown = short_repr(patterns, 80)  # the string may be megabytes long
+        raise CleanupError(f"{name} must be a list of patterns, got the string {shown}")
+    if not isinstance(patterns, (list, tuple)):
+        raise CleanupError(f"{name} must be a list of patterns, got {type(patterns).__name__}")
     if not patterns:
-        raise CleanupError("patterns is empty: nothing would match")
+        raise CleanupError(f"{name} is empty: nothing would match")
+    if len(patterns) > MAX_PATTERNS:
+        raise CleanupError(f"{name} holds {len(patterns)} patterns; at most {MAX_PATTERNS}")
     for pattern in patterns:
-        if not pattern or "/" in pattern or ".." in pattern:
-            raise CleanupError(f"pattern {pattern!r} is refused: it must be a plain file-name glob")
+        if not isinstance(pattern, str):
+            raise CleanupError(f"{name} must hold strings, got {type(pattern).__name__}")
+        if len(pattern) > MAX_PATTERN_CHARS:
+            raise CleanupError(
+                f"a pattern in {name} is {len(pattern)} characters long; "
+                f"at most {MAX_PATTERN_CHARS}"
+            )
+        if not pattern or "/" in pattern or ".." in pattern or "\0" in pattern:
+            raise CleanupError(
+                f"pattern {pattern!r} in {name} is refused: it must be a plain file-name glob"
+            )
     return tuple(patterns)
 
 
@@ -156,12 +142,17 @@ def _still_inside(chain: list[_Dir]) -> bool:
     return True
 
 
+def _matches(name: str, patterns: tuple[str, ...]) -> bool:
+    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
 @dataclass
 class _Walker:
     """Mutable state of one cleanup run; builds the CleanupReport."""
 
     cutoff: float
     patterns: tuple[str, ...]
+    narrow_to: tuple[str, ...] | None
     dry_run: bool
     remove_empty_dirs: bool
     progress: Callable[[int, int], None] | None
@@ -227,7 +218,9 @@ class _Walker:
             self.progress(self.files_seen, self.files_deleted)
 
     def _consider_file(self, chain: list[_Dir], entry: os.DirEntry[str]) -> None:
-        if not any(fnmatch.fnmatchcase(entry.name, p) for p in self.patterns):
+        if not _matches(entry.name, self.patterns):
+            return
+        if self.narrow_to is not None and not _matches(entry.name, self.narrow_to):
             return
         st = entry.stat(follow_symlinks=False)
         if not stat.S_ISREG(st.st_mode) or st.st_mtime >= self.cutoff:
@@ -290,27 +283,31 @@ def cleanup_directory_tree(
     *,
     max_age: timedelta,
     patterns: Sequence[str] = ("*",),
+    narrow_to: Sequence[str] | None = None,
     dry_run: bool = False,
     remove_empty_dirs: bool = False,
     now: float | None = None,
     progress: Callable[[int, int], None] | None = None,
+    policy: RootPolicy | None = None,
 ) -> CleanupReport:
     """Delete regular files under the roots whose mtime is older than max_age and whose *name*
-    matches one of the fnmatch patterns.
+    matches one of the fnmatch patterns (and, with ``narrow_to``, one of those too).
 
     Symlinks are counted and never followed or deleted; other non-regular files are ignored.
     With ``remove_empty_dirs``, directories below a root that are empty afterwards and were not
     modified within ``max_age`` are removed. ``dry_run`` changes nothing on disk. Per-file
     failures land in ``CleanupReport.errors``; invalid requests raise CleanupError before
     anything is touched. ``progress(files_seen, files_deleted)`` is called every
-    PROGRESS_EVERY files and once at the end.
+    PROGRESS_EVERY files and once at the end. ``policy`` decides which roots are allowed
+    (default: ``RootPolicy.for_settings(None)``).
     """
-    checked = _validate_patterns(patterns)
+    checked = validate_patterns(patterns)
+    narrowed = None if narrow_to is None else validate_patterns(narrow_to, "narrow_to")
     if max_age < timedelta(0):
         raise CleanupError(f"max_age must not be negative, got {max_age}")
-    valid_roots = validate_roots(roots)
+    valid_roots = validate_roots(roots, policy=policy)
     cutoff = (time.time() if now is None else now) - max_age.total_seconds()
-    walker = _Walker(cutoff, checked, dry_run, remove_empty_dirs, progress)
+    walker = _Walker(cutoff, checked, narrowed, dry_run, remove_empty_dirs, progress)
     for root in valid_roots:
         walker.clean_root(root)
     if progress is not None:

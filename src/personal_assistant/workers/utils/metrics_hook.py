@@ -2,9 +2,10 @@
 
 In the worker's main process: a TaskMetricsRecorder fed by the request class
 (prometheus_metrics.py), a heartbeat for ``celery_worker_up``, and the HTTP server on
-METRICS_PORT serving ``/metrics``, ``/healthz`` and ``/readyz``. In pool children: nothing
-(they do not record; the parent sees every outcome). In producers: a publish timestamp in each
-message's headers, from which the worker measures queue wait.
+METRICS_HOST:METRICS_PORT serving ``/metrics``, ``/healthz`` and ``/readyz``. In pool children:
+nothing (they do not record; the parent sees every outcome), and they close their copy of the
+server's socket. In producers: a publish timestamp in each message's headers, from which the
+worker measures queue wait.
 
 With METRICS_ENABLED=false none of this is registered: no hook, no request class, no events.
 """
@@ -163,9 +164,14 @@ class MetricsHook(WorkerHook):
             registry=recorder.registry,
             liveness=self._liveness,
             readiness=lambda: _both(broker_ready(broker_url), backend_ready(backend_url)),
+            host=settings.metrics_host,
         )
         port = self.server.start()
-        logger.info("metrics and health on port %d (/metrics, /healthz, /readyz)", port)
+        logger.info(
+            "metrics and health on %s port %d (/metrics, /healthz, /readyz)",
+            settings.metrics_host,
+            port,
+        )
 
     def on_worker_ready(self, *, sender: Any) -> None:
         """Tick from the worker's own event loop, so /healthz sees a hung consumer; publish
@@ -202,8 +208,16 @@ class MetricsHook(WorkerHook):
             series.rejected[reason] = series.rejected.get(reason, 0) + 1
 
     def on_worker_process_init(self) -> None:
-        """A pool child: it records nothing (the parent does) and serves nothing."""
+        """A pool child: it records nothing (the parent does) and serves nothing.
+
+        The fork copied the server's listening socket: closed here, or a child outliving the
+        parent would keep the port bound (the next worker could not start) and its backlog
+        would take connections that no one answers.
+        """
         pm.install_recorder(None)
+        if self.server is not None:
+            self.server.close_in_child()
+            self.server = None
 
     def on_worker_shutdown(self, *, sender: Any) -> None:
         """Stop serving and beating; a clean stop is not a worker going down."""
