@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from personal_assistant.workers.utils.alert_channels import (
+from personal_assistant.workers.alerting.channels.webhooks import (
     ChannelDispatcher,
     ChannelError,
     ConfigError,

@@ -24,7 +24,7 @@ def health(redis_url: str) -> subprocess.CompletedProcess[str]:
         [
             sys.executable,
             "-m",
-            "personal_assistant.workers.utils.health_check",
+            "personal_assistant.workers.monitoring.health_check",
             "beat",
             "--max-age",
             "60",

@@ -9,7 +9,7 @@ import redis
 
 from personal_assistant.workers import constants as c
 from personal_assistant.workers.celery_app import WorkerApp
-from personal_assistant.workers.schedulers.dependency_scheduler import submit_workflow
+from personal_assistant.workers.workflows.runtime import submit_workflow
 from tests.support.chaos import FAST_RECOVERY, all_ran, run_chaos, run_counts, unexcused
 from tests.support.redis_server import free_port
 from tests.support.worker import WorkerProcess

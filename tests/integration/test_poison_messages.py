@@ -13,7 +13,7 @@ import redis
 from personal_assistant.workers import constants as c
 from personal_assistant.workers.broker.custody import wake_key
 from personal_assistant.workers.celery_app import WorkerApp
-from personal_assistant.workers.utils.error_handling import DeadLetterQueue
+from personal_assistant.workers.dead_letters.queue import DeadLetterQueue
 from tests.support.metrics import by_label, samples
 from tests.support.redis_server import free_port
 from tests.support.waiting import wait_for

@@ -12,7 +12,7 @@ import redis
 
 from personal_assistant.workers import constants as c
 from personal_assistant.workers.celery_app import WorkerApp
-from personal_assistant.workers.utils.error_handling import DeadLetterQueue
+from personal_assistant.workers.dead_letters.queue import DeadLetterQueue
 from tests.support.waiting import wait_for
 from tests.support.worker import WorkerProcess, worker_env
 

@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from personal_assistant.workers import constants as c
 from personal_assistant.workers.celery_app import WorkerApp, create_app
 from personal_assistant.workers.config import load_settings
-from personal_assistant.workers.utils.sent_counter import (
+from personal_assistant.workers.metrics.sent_counter import (
     SENT_KEY,
     SentCollector,
     SentCounter,

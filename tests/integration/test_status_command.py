@@ -17,9 +17,9 @@ import redis
 from personal_assistant.workers import constants as c
 from personal_assistant.workers.celery_app import WorkerApp
 from personal_assistant.workers.cli.status_command import COMMAND_NAME, collect_status, status
-from personal_assistant.workers.utils.error_handling import DeadLetter, DeadLetterQueue
-from personal_assistant.workers.utils.task_monitoring import WorkerRegistry
-from personal_assistant.workers.utils.task_snapshots import write_snapshot
+from personal_assistant.workers.dead_letters.queue import DeadLetter, DeadLetterQueue
+from personal_assistant.workers.metrics.snapshots import write_snapshot
+from personal_assistant.workers.monitoring.liveness import WorkerRegistry
 from tests.support.worker import APP, worker_env
 
 pytestmark = pytest.mark.integration

@@ -16,7 +16,7 @@ import yaml
 
 from personal_assistant.workers import constants as c
 from personal_assistant.workers.celery_app import WorkerApp
-from personal_assistant.workers.schedulers.dependency_scheduler import workflow_status
+from personal_assistant.workers.workflows.runtime import workflow_status
 from tests.support.waiting import wait_for
 from tests.support.worker import WorkerProcess, worker_env
 from tests.support.workflow_inputs import CLEANUP_OLD_LOGS, alias_bomb_workflow, cleanup_everything

@@ -11,15 +11,15 @@ import redis
 from personal_assistant.workers import constants as c
 from personal_assistant.workers.broker.priority import redis_list_names
 from personal_assistant.workers.celery_app import WorkerApp
-from personal_assistant.workers.schedulers import workflow_runtime as runtime
-from personal_assistant.workers.schedulers.dependency_scheduler import DependencyScheduler
-from personal_assistant.workers.schedulers.trigger_rules import Status
-from personal_assistant.workers.schedulers.workflow_commit import (
+from personal_assistant.workers.monitoring.queue_depth import queue_depths
+from personal_assistant.workers.workflows import runtime
+from personal_assistant.workers.workflows.commit import (
     Commit,
     ConflictError,
     commit,
 )
-from personal_assistant.workers.utils.task_monitoring import queue_depths
+from personal_assistant.workers.workflows.state_machine import DependencyScheduler
+from personal_assistant.workers.workflows.trigger_rules import Status
 
 pytestmark = pytest.mark.integration
 

@@ -18,10 +18,10 @@ from personal_assistant.workers import constants as c
 from personal_assistant.workers.broker.priority import redis_list_names
 from personal_assistant.workers.celery_app import WorkerApp, create_app
 from personal_assistant.workers.config import load_settings
-from personal_assistant.workers.schedulers import workflow_runtime as runtime
-from personal_assistant.workers.schedulers.trigger_rules import Status
-from personal_assistant.workers.schedulers.workflow_definition import WorkflowValidationError
-from personal_assistant.workers.utils.task_monitoring import queue_depths
+from personal_assistant.workers.monitoring.queue_depth import queue_depths
+from personal_assistant.workers.workflows import runtime
+from personal_assistant.workers.workflows.definition import WorkflowValidationError
+from personal_assistant.workers.workflows.trigger_rules import Status
 from tests.support.workflow_inputs import CLEANUP_OLD_LOGS, celery_chunks, cleanup_everything
 
 pytestmark = pytest.mark.integration

@@ -15,7 +15,7 @@ from personal_assistant.workers.schedulers.dependency_scheduler import (
     submit_workflow,
     workflow_status,
 )
-from personal_assistant.workers.schedulers.workflow_definition import WorkflowValidationError
+from personal_assistant.workers.workflows.definition import WorkflowValidationError
 from tests.support.waiting import wait_for
 from tests.support.worker import WorkerProcess
 from tests.support.workflow_steps import Q, finished, ran, step

@@ -20,8 +20,7 @@ from celery import chain as celery_chain
 
 from personal_assistant.workers import constants as c
 from personal_assistant.workers.celery_app import WorkerApp
-from personal_assistant.workers.schedulers.dependency_scheduler import submit_workflow
-from personal_assistant.workers.schedulers.workflow_runtime import celery_task_id
+from personal_assistant.workers.workflows.runtime import celery_task_id, submit_workflow
 from tests.performance.conftest import report, run_anchor
 from tests.support.redis_server import RedisServer
 from tests.support.worker import WorkerProcess

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 import psutil
 
-from personal_assistant.workers.utils.metrics import FINISHED_WINDOW, MetricsCollector
+from personal_assistant.workers.metrics.collector import FINISHED_WINDOW, MetricsCollector
 from tests.performance.conftest import report
 
 N = 1_000_000

@@ -14,8 +14,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from personal_assistant.workers.schedulers.dag import DependencyGraph
-from personal_assistant.workers.schedulers.dependency_scheduler import DependencyScheduler
+from personal_assistant.workers.workflows.dag import DependencyGraph
+from personal_assistant.workers.workflows.state_machine import DependencyScheduler
 from tests.performance.conftest import report, run_anchor
 
 N = 100_000

@@ -15,7 +15,7 @@ from typing import Any
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
-from personal_assistant.workers.utils.alert_channels import (
+from personal_assistant.workers.alerting.channels.webhooks import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
     verify_signature,

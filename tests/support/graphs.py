@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterable, Sequence
 
-from personal_assistant.workers.schedulers.dag import DependencyGraph
+from personal_assistant.workers.workflows.dag import DependencyGraph
 
 
 def edges_of(graph: DependencyGraph) -> list[tuple[str, str]]:

@@ -18,8 +18,8 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from personal_assistant.workers.config import get_settings
+from personal_assistant.workers.errors import PermanentError, TransientError
 from personal_assistant.workers.tasks.base_tasks import BaseTask
-from personal_assistant.workers.utils.error_handling import PermanentError, TransientError
 
 
 @functools.lru_cache(maxsize=1)

@@ -8,7 +8,7 @@ import redis
 
 from personal_assistant.workers import constants as c
 from personal_assistant.workers.celery_app import WorkerApp
-from personal_assistant.workers.schedulers.dependency_scheduler import workflow_status
+from personal_assistant.workers.workflows.runtime import workflow_status
 from tests.support.waiting import wait_for
 
 Q = {"queue": c.MAINTENANCE_QUEUE}

@@ -12,6 +12,7 @@ from typing import Any
 
 from celery import Celery
 
+from personal_assistant.workers.alerting.hook import AlertingHook, check_alerting_config
 from personal_assistant.workers.broker.request import REQUEST_PATH
 from personal_assistant.workers.broker.safety import BrokerSafetyHook
 from personal_assistant.workers.celery_config import build_celery_config
@@ -23,17 +24,16 @@ from personal_assistant.workers.config import (
     is_redis_url,
 )
 from personal_assistant.workers.constants import PRIORITY_DEFAULT
-from personal_assistant.workers.hooks import HookRegistry, WorkerHook, publishing
-from personal_assistant.workers.schedulers.workflow_hook import WorkflowHook
-from personal_assistant.workers.tasks import TASK_MODULES
-from personal_assistant.workers.tasks.base_tasks import BaseTask
-from personal_assistant.workers.utils import prometheus_metrics
-from personal_assistant.workers.utils.alerting_hook import AlertingHook, check_alerting_config
-from personal_assistant.workers.utils.metrics_hook import (
+from personal_assistant.workers.hooks.registry import HookRegistry, WorkerHook, publishing
+from personal_assistant.workers.metrics import recorder as prometheus_metrics
+from personal_assistant.workers.metrics.hook import (
     MetricsHook,
     PublishTimestampHook,
     SentCountHook,
 )
+from personal_assistant.workers.tasks import TASK_MODULES
+from personal_assistant.workers.tasks.base_tasks import BaseTask
+from personal_assistant.workers.workflows.hook import WorkflowHook
 
 
 class MaskSecretsHook(WorkerHook):

@@ -136,3 +136,21 @@ HEALTH_CONNECTION_TIMEOUT_S: Final = 5.0
 
 # --- Ports ------------------------------------------------------------------------------------
 METRICS_PORT: Final = 9808  # the popular Celery exporter's port, so scrape configs carry over.
+
+# --- Redis clients (redis_clients.py) --------------------------------------------------------
+# Every Redis call the package makes outside kombu's own connections (state, workflows, dead
+# letters, liveness, metrics) is a single command, pipeline or short Lua script that Redis
+# answers in well under a millisecond. 5 s is long enough to ride out an AOF rewrite's fsync
+# stall or a busy script, short enough that a hung server is noticed in a health interval.
+REDIS_SOCKET_TIMEOUT_S: Final = 5.0
+REDIS_CONNECT_TIMEOUT_S: Final = 5.0
+# Retries after a dropped connection or a timeout, with exponential backoff capped below:
+# enough to cross a Redis restart's first second (a restart takes about 0.2 s here) without
+# turning one dead server into a task stuck for tens of seconds. Every write retried this way
+# is idempotent or versioned (workflow commits compare versions; counters are per-message).
+REDIS_RETRIES: Final = 3
+REDIS_RETRY_BASE_S: Final = 0.1
+REDIS_RETRY_CAP_S: Final = 1.0
+# Readiness probes and start-up checks try once with a short timeout: they answer "is it up
+# now", and a probe that retries for seconds outlives the orchestrator's own deadline.
+REDIS_PROBE_TIMEOUT_S: Final = 1.0

@@ -12,7 +12,7 @@ import redis
 
 from personal_assistant.workers import constants as c
 from personal_assistant.workers.broker.priority import redis_bucket_for, redis_list_names
-from personal_assistant.workers.utils.error_handling import DeadLetter, DeadLetterQueue
+from personal_assistant.workers.dead_letters.queue import DeadLetter, DeadLetterQueue
 from tests.support.worker import APP, worker_env
 
 PROBE = f"{c.TASKS_PACKAGE}.file_tasks.probe"

@@ -16,13 +16,10 @@ from celery import Celery
 from personal_assistant.workers import constants as c
 from personal_assistant.workers.broker.priority import redis_list_names
 from personal_assistant.workers.celery_app import WorkerApp
+from personal_assistant.workers.dead_letters.queue import DeadLetterQueue
+from personal_assistant.workers.errors import PermanentError, TransientError
 from personal_assistant.workers.tasks import base_tasks, file_tasks
 from personal_assistant.workers.tasks.base_tasks import BaseTask, backoff_delay
-from personal_assistant.workers.utils.error_handling import (
-    DeadLetterQueue,
-    PermanentError,
-    TransientError,
-)
 
 PROBE = f"{c.TASKS_PACKAGE}.file_tasks.probe"
 

@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 
+from personal_assistant.workers.cleanup.tree import CleanupError
 from personal_assistant.workers.tasks import base_tasks
 from personal_assistant.workers.tasks.file_tasks import cleanup_temp_files
 from personal_assistant.workers.tasks.maintenance_tasks import cleanup_old_logs
-from personal_assistant.workers.utils.file_cleanup import CleanupError
 
 OLD = timedelta(days=30)
 YOUNG = timedelta(minutes=5)

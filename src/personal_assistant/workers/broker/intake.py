@@ -33,7 +33,7 @@ from personal_assistant.workers import constants as c
 from personal_assistant.workers.broker import poison
 from personal_assistant.workers.broker.poison import Rejection
 from personal_assistant.workers.config import state_redis_url
-from personal_assistant.workers.utils.error_handling import DeadLetter, DeadLetterQueue
+from personal_assistant.workers.dead_letters.queue import DeadLetter, DeadLetterQueue
 
 logger = logging.getLogger(__name__)
 

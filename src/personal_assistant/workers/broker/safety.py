@@ -24,7 +24,7 @@ import redis
 
 from personal_assistant.workers import constants as c
 from personal_assistant.workers.config import is_redis_url, mask_url
-from personal_assistant.workers.hooks import WorkerHook
+from personal_assistant.workers.hooks.registry import WorkerHook
 
 logger = logging.getLogger(__name__)
 

@@ -12,17 +12,17 @@ import redis
 from rich.console import Console
 from rich.table import Table
 
-from personal_assistant.workers.config import ConfigError
-from personal_assistant.workers.utils.alert_channels import (
+from personal_assistant.workers.alerting.channels.webhooks import (
     ChannelDispatcher,
     Notification,
     channels_from_env,
 )
-from personal_assistant.workers.utils.alert_templates import render
-from personal_assistant.workers.utils.alerting_hook import (
+from personal_assistant.workers.alerting.hook import (
     HISTORY_KEY,
     check_alerting_config,
 )
+from personal_assistant.workers.alerting.templates import render
+from personal_assistant.workers.config import ConfigError
 
 
 def _client(ctx: click.Context) -> redis.Redis:

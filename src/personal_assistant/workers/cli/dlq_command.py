@@ -20,7 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from personal_assistant.workers.config import state_redis_url
-from personal_assistant.workers.utils.error_handling import (
+from personal_assistant.workers.dead_letters.queue import (
     DeadLetterChanged,
     DeadLetterNotFound,
     DeadLetterQueue,

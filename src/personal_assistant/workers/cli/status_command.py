@@ -23,9 +23,10 @@ from rich.table import Table
 
 from personal_assistant.workers import constants as c
 from personal_assistant.workers.config import is_redis_url, mask_url
-from personal_assistant.workers.utils.error_handling import DeadLetterQueue
-from personal_assistant.workers.utils.task_monitoring import WorkerRegistry, queue_depths
-from personal_assistant.workers.utils.task_snapshots import read_snapshots, task_rates
+from personal_assistant.workers.dead_letters.queue import DeadLetterQueue
+from personal_assistant.workers.metrics.snapshots import read_snapshots, task_rates
+from personal_assistant.workers.monitoring.liveness import WorkerRegistry
+from personal_assistant.workers.monitoring.queue_depth import queue_depths
 
 COMMAND_NAME = "pa-status"
 FAILURES_SHOWN = 10

@@ -13,17 +13,17 @@ from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from personal_assistant.workers.schedulers.trigger_rules import TERMINAL
-from personal_assistant.workers.schedulers.workflow_definition import (
+from personal_assistant.workers.workflows.definition import (
     WorkflowValidationError,
     load_definition_file,
 )
-from personal_assistant.workers.schedulers.workflow_runtime import (
+from personal_assistant.workers.workflows.runtime import (
     WorkflowNotFound,
     cancel_workflow,
     submit_workflow,
     workflow_status,
 )
+from personal_assistant.workers.workflows.trigger_rules import TERMINAL
 
 STATUS_STYLE = {
     "completed": "green",

@@ -2,7 +2,7 @@
 
 Celery's persistent scheduler plus a liveness record: every loop of beat writes its time to
 Redis (``pa:beat:last_tick``), which the beat container's health check reads
-(``python -m personal_assistant.workers.utils.health_check beat --max-age 120``). A ping of
+(``python -m personal_assistant.workers.monitoring.health_check beat --max-age 120``). A ping of
 the workers, which is what ``celery inspect ping`` checks, says nothing about beat.
 """
 
@@ -15,7 +15,7 @@ import redis
 from celery.beat import PersistentScheduler
 
 from personal_assistant.workers.config import is_redis_url
-from personal_assistant.workers.utils.task_monitoring import BeatLiveness
+from personal_assistant.workers.monitoring.liveness import BeatLiveness
 
 logger = logging.getLogger(__name__)
 

@@ -30,11 +30,8 @@ from celery.exceptions import Retry
 
 from personal_assistant.workers import constants as c
 from personal_assistant.workers.config import get_settings, state_redis_url
-from personal_assistant.workers.utils.error_handling import (
-    DeadLetter,
-    DeadLetterQueue,
-    is_transient,
-)
+from personal_assistant.workers.dead_letters.queue import DeadLetter, DeadLetterQueue
+from personal_assistant.workers.errors import is_transient
 
 logger = logging.getLogger(__name__)
 

@@ -21,14 +21,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 from personal_assistant.workers.celery_app import app
-from personal_assistant.workers.config import WorkerSettings, get_settings
-from personal_assistant.workers.tasks.base_tasks import BaseTask
-from personal_assistant.workers.utils.file_cleanup import (
+from personal_assistant.workers.cleanup.tree import (
     CleanupError,
     RootPolicy,
     cleanup_directory_tree,
     validate_patterns,
 )
+from personal_assistant.workers.config import WorkerSettings, get_settings
+from personal_assistant.workers.tasks.base_tasks import BaseTask
 
 logger = logging.getLogger(__name__)
 

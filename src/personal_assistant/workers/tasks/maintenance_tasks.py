@@ -8,10 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from personal_assistant.workers.alerting import hook as alerting_hook
 from personal_assistant.workers.celery_app import app
+from personal_assistant.workers.cleanup.tree import validate_patterns
 from personal_assistant.workers.config import get_settings
 from personal_assistant.workers.constants import QUEUES
-from personal_assistant.workers.schedulers import workflow_runtime
+from personal_assistant.workers.monitoring.liveness import WorkerRegistry
+from personal_assistant.workers.monitoring.queue_depth import queue_depths
 from personal_assistant.workers.tasks.base_tasks import BaseTask
 from personal_assistant.workers.tasks.file_tasks import (
     check_dry_run,
@@ -19,9 +22,7 @@ from personal_assistant.workers.tasks.file_tasks import (
     narrowing_patterns,
     run_cleanup,
 )
-from personal_assistant.workers.utils import alerting_hook
-from personal_assistant.workers.utils.file_cleanup import validate_patterns
-from personal_assistant.workers.utils.task_monitoring import WorkerRegistry, queue_depths
+from personal_assistant.workers.workflows import runtime as workflow_runtime
 
 
 @app.task(base=BaseTask, bind=True)

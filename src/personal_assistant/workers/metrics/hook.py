@@ -1,0 +1,246 @@
+"""Wires metrics, liveness and the health endpoints into the worker (METRICS_ENABLED).
+
+In the worker's main process: a TaskMetricsRecorder fed by the request class
+(prometheus_metrics.py), a heartbeat for ``celery_worker_up``, and the HTTP server on
+METRICS_HOST:METRICS_PORT serving ``/metrics``, ``/healthz`` and ``/readyz``. In pool children:
+nothing (they do not record; the parent sees every outcome), and they close their copy of the
+server's socket. In producers: a publish timestamp in each message's headers, from which the
+worker measures queue wait.
+
+With METRICS_ENABLED=false none of this is registered: no hook, no request class, no events.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import redis
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from personal_assistant.workers import constants as c
+from personal_assistant.workers.config import is_redis_url
+from personal_assistant.workers.hooks.registry import WorkerHook
+from personal_assistant.workers.metrics import recorder as pm
+from personal_assistant.workers.metrics.sent_counter import SentCollector, counter_for
+from personal_assistant.workers.metrics.snapshots import write_snapshot
+from personal_assistant.workers.monitoring.health_check import (
+    HealthServer,
+    backend_ready,
+    broker_ready,
+)
+from personal_assistant.workers.monitoring.liveness import (
+    BeatLiveness,
+    Heartbeat,
+    WorkerRegistry,
+)
+from personal_assistant.workers.monitoring.queue_depth import queue_depths
+
+logger = logging.getLogger(__name__)
+
+# /healthz fails when the worker's event loop has not moved for this long: a hung consumer.
+LOOP_STALL_AFTER_S = 60.0
+LOOP_TICK_S = 5.0
+# Task summaries for `pa-status`: rates are deltas between two snapshots, 10 s apart.
+SNAPSHOT_EVERY_S = 10.0
+
+
+class WorkerUpCollector(Collector):
+    """``celery_worker_up{hostname}`` for every worker seen in the last day (0 once silent)."""
+
+    def __init__(self, registry: WorkerRegistry) -> None:
+        self._registry = registry
+
+    def collect(self) -> Any:
+        family = GaugeMetricFamily(
+            "celery_worker_up", "1 while the worker sends heartbeats", labels=["hostname"]
+        )
+        try:
+            workers = self._registry.workers()
+        except Exception:
+            logger.warning("worker liveness unavailable", exc_info=True)
+            workers = []
+        for worker in workers:
+            family.add_metric([worker.hostname], 1.0 if worker.up else 0.0)
+        yield family
+
+
+class BeatTickCollector(Collector):
+    """``celery_beat_last_tick_timestamp_seconds``: when beat last looped (absent if never)."""
+
+    def __init__(self, liveness: BeatLiveness) -> None:
+        self._liveness = liveness
+
+    def collect(self) -> Any:
+        family = GaugeMetricFamily(
+            "celery_beat_last_tick_timestamp_seconds", "Unix time of beat's last scheduler loop"
+        )
+        try:
+            last = self._liveness.last_tick()
+        except Exception:
+            logger.warning("beat liveness unavailable", exc_info=True)
+            last = None
+        if last is not None:
+            family.add_metric([], last)
+        yield family
+
+
+class PublishTimestampHook(WorkerHook):
+    """Stamps each published task with its publish time (for queue-wait metrics)."""
+
+    name = "publish-timestamp"
+
+    def before_task_publish(
+        self,
+        *,
+        task_name: str,
+        headers: dict[str, Any],
+        properties: dict[str, Any],
+        routing_key: str,
+    ) -> None:
+        """Stamp the publish time; a retry is a new publish, and its countdown is excluded."""
+        headers[pm.PUBLISHED_AT_HEADER] = time.time()
+
+
+class SentCountHook(WorkerHook):
+    """Counts each published task for ``celery_task_sent_total`` (sent_counter.py)."""
+
+    name = "sent-count"
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    def after_task_publish(
+        self, *, task_name: str, headers: dict[str, Any], routing_key: str
+    ) -> None:
+        """Count the send (added to Redis in batches, at most a second later)."""
+        counter_for(self.app).count(task_name or str(headers.get("task", "")), routing_key)
+
+    def on_worker_process_shutdown(self) -> None:
+        """A pool child exits without running atexit handlers: add its counts first."""
+        counter_for(self.app).flush()
+
+
+class MetricsHook(WorkerHook):
+    """Starts the recorder, heartbeat and HTTP endpoints in the worker's main process."""
+
+    name = "metrics"
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.server: HealthServer | None = None
+        self.heartbeat: Heartbeat | None = None
+        self._client: redis.Redis | None = None
+
+    def on_worker_init(self, *, sender: Any) -> None:
+        """Main process, before the pool forks: set up everything the children must not run."""
+        settings = self.app.settings
+        hostname = str(getattr(sender, "hostname", "") or "worker")
+        # The worker's own limit: the command line's, else worker_max_tasks_per_child.
+        recorder = pm.TaskMetricsRecorder(
+            hostname, max_tasks_per_child=getattr(sender, "max_tasks_per_child", None)
+        )
+        pm.install_recorder(recorder)
+        broker_url = str(self.app.conf.broker_url)
+        if is_redis_url(broker_url):
+            client = self._client = redis.Redis.from_url(broker_url, socket_timeout=2)
+            registry = WorkerRegistry(client, down_after=settings.worker_down_after)
+            queues = list(getattr(sender, "queues", None) or settings.worker_queue)
+            recorder.registry.register(
+                pm.QueueLengthCollector(lambda: queue_depths(client, list(c.QUEUES)))
+            )
+            recorder.registry.register(WorkerUpCollector(registry))
+            recorder.registry.register(SentCollector(client))
+            recorder.registry.register(BeatTickCollector(BeatLiveness(client)))
+            self.heartbeat = Heartbeat(
+                registry, hostname, queues, interval=settings.worker_heartbeat_interval
+            )
+            self.heartbeat.start()
+        backend_url = str(self.app.conf.result_backend)
+        self.server = HealthServer(
+            settings.metrics_port,
+            registry=recorder.registry,
+            liveness=self._liveness,
+            readiness=lambda: _both(broker_ready(broker_url), backend_ready(backend_url)),
+            host=settings.metrics_host,
+        )
+        port = self.server.start()
+        logger.info(
+            "metrics and health on %s port %d (/metrics, /healthz, /readyz)",
+            settings.metrics_host,
+            port,
+        )
+
+    def on_worker_ready(self, *, sender: Any) -> None:
+        """Tick from the worker's own event loop, so /healthz sees a hung consumer; publish
+        task summaries for ``celery ... pa-status`` from the same loop."""
+        loop = getattr(sender, "hub", None)  # worker_ready's sender is the consumer
+        if self.heartbeat is not None:
+            self.heartbeat.touch()
+            if loop is not None:
+                loop.call_repeatedly(LOOP_TICK_S, self.heartbeat.touch)
+                loop.call_repeatedly(SNAPSHOT_EVERY_S, self._write_snapshot)
+
+    def _write_snapshot(self) -> None:
+        recorder = pm.current_recorder()
+        if recorder is None or self._client is None:
+            return
+        recorder.settle()
+        summary = recorder.collector.get_performance_summary()
+        tasks = {
+            name: {"count": s["count"], "failed": s["failed"], "p95": s["p95"]}
+            for name, s in summary.items()
+        }
+        try:
+            write_snapshot(self._client, recorder.hostname, tasks)
+        except redis.RedisError:
+            logger.warning("could not write the task snapshot", exc_info=True)
+
+    def on_message_rejected(
+        self, *, reason: str, task_name: str, queue: str, task_id: str | None
+    ) -> None:
+        """Count a message the worker dead-lettered without running it."""
+        recorder = pm.current_recorder()
+        if recorder is not None:
+            series = recorder.series(task_name, queue)
+            series.rejected[reason] = series.rejected.get(reason, 0) + 1
+
+    def on_worker_process_init(self) -> None:
+        """A pool child: it records nothing (the parent does) and serves nothing.
+
+        The fork copied the server's listening socket: closed here, or a child outliving the
+        parent would keep the port bound (the next worker could not start) and its backlog
+        would take connections that no one answers.
+        """
+        pm.install_recorder(None)
+        if self.server is not None:
+            self.server.close_in_child()
+            self.server = None
+
+    def on_worker_shutdown(self, *, sender: Any) -> None:
+        """Stop serving and beating; a clean stop is not a worker going down."""
+        if self.heartbeat is not None:
+            self.heartbeat.stop()
+            try:
+                self.heartbeat.registry.forget(self.heartbeat.hostname)
+            except redis.RedisError:
+                logger.warning("could not mark %s stopped", self.heartbeat.hostname)
+        if self.server is not None:
+            self.server.stop()
+        recorder = pm.current_recorder()
+        if recorder is not None:
+            recorder.settle()
+            recorder.usage.close()
+        pm.install_recorder(None)
+
+    def _liveness(self) -> tuple[bool, str]:
+        if self.heartbeat is None:
+            return True, "ok"
+        return self.heartbeat.health(LOOP_STALL_AFTER_S)
+
+
+def _both(first: tuple[bool, str], second: tuple[bool, str]) -> tuple[bool, str]:
+    ok = first[0] and second[0]
+    return ok, "; ".join(message for _, message in (first, second))

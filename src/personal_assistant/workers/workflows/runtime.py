@@ -1,0 +1,517 @@
+"""The Redis-backed workflow runtime: submit, advance on task ends, time out, cancel, inspect.
+
+Each state change is one optimistic transaction: the task states it reads carry versions
+(workflow_store.py), the change is computed by the same :class:`DependencyScheduler` the
+in-memory API uses, and a compare-and-set script commits it (workflow_commit.py). When two
+upstreams end at the same moment on two workers, both read their shared dependent, but only one
+commit succeeds; the other re-reads, sees the dependent already ``queued`` and does not dispatch
+it: each dependent is dispatched exactly once. On a Redis broker the commit also pushes the
+ready tasks' messages; elsewhere the winner publishes after its commit, and a publish that fails
+is recorded as that task's failure, so nothing waits forever on a message that was never sent.
+
+Every ready task is checked against the workflow allow-list (workflow_policy.py) in the same
+decision, before its message is built: one the list refuses (a definition stored before the list
+or the settings changed) is recorded as failed instead of published, and the workflow goes on by
+its trigger rules to its end.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import asdict
+from typing import Any, cast
+
+import redis
+
+from personal_assistant.workers.config import is_redis_url, state_redis_url
+from personal_assistant.workers.workflows import commit as workflow_commit
+from personal_assistant.workers.workflows import outbox, store
+from personal_assistant.workers.workflows.definition import (
+    WorkflowDefinition,
+    parse_and_build,
+)
+from personal_assistant.workers.workflows.inputs import describe
+from personal_assistant.workers.workflows.link import advance_link
+from personal_assistant.workers.workflows.policy import (
+    DEFAULT_POLICY,
+    WorkflowTaskPolicy,
+)
+from personal_assistant.workers.workflows.state_machine import DependencyScheduler
+from personal_assistant.workers.workflows.trigger_rules import FAILED_LIKE, TERMINAL, Status
+
+logger = logging.getLogger(__name__)
+
+# Finished workflows stay inspectable for a week, then Redis (noeviction) reclaims the space.
+FINISHED_TTL_S = 7 * 86_400
+# Results feed conditions and are read with their task; a huge one is replaced by a marker.
+MAX_STORED_RESULT_CHARS = 65_536
+HEADER_WORKFLOW = "pa_workflow"
+HEADER_TASK = "pa_workflow_task"
+# The task's dependents, so the process that records its end can read their states in the same
+# round trip as the definition the first time it meets the workflow (one round trip less).
+# Left out past MAX_HINTED_DEPENDENTS: a wide fan-out would make every message carry the list.
+HEADER_NEXT = "pa_workflow_next"
+MAX_HINTED_DEPENDENTS = 32
+TIMEOUT_TASK = "personal_assistant.workers.tasks.maintenance_tasks.check_workflow_timeouts"
+_CELERY_ID_NAMESPACE = uuid.UUID("6f1c1f1e-2b1a-4c54-9d9e-7d5c2c0e4a11")
+
+
+class WorkflowNotFound(KeyError):
+    """No workflow has that id (never submitted, or expired)."""
+
+
+def celery_task_id(workflow_id: str, task_id: str) -> str:
+    """The Celery id of a workflow task: derived, so status and cancel need no lookup."""
+    return str(uuid.uuid5(_CELERY_ID_NAMESPACE, f"{workflow_id}/{task_id}"))
+
+
+def _default_app() -> Any:
+    # Imported on use: celery_app wires the workflow hook, which imports this module.
+    from personal_assistant.workers.celery_app import app  # noqa: PLC0415
+
+    return app
+
+
+def redis_for(app: Any) -> redis.Redis:
+    """The Redis client workflows of ``app`` live in (the broker's, else the backend's)."""
+    client = getattr(app, "_workflow_redis", None)
+    if client is None:
+        url = state_redis_url(str(app.conf.broker_url), str(app.conf.result_backend))
+        client = redis.Redis.from_url(url, socket_timeout=10)
+        app._workflow_redis = client
+    return cast(redis.Redis, client)
+
+
+def policy_for(app: Any) -> WorkflowTaskPolicy:
+    """The tasks workflows of ``app`` may run: the domain tasks plus its settings'
+    ``workflow_allowed_tasks`` (an app without settings: the domain tasks only)."""
+    policy = getattr(app, "_workflow_policy", None)
+    if policy is None:
+        settings = getattr(app, "settings", None)
+        patterns = getattr(settings, "workflow_allowed_tasks", None) or []
+        policy = WorkflowTaskPolicy.from_patterns(patterns) if patterns else DEFAULT_POLICY
+        app._workflow_policy = policy
+    return cast(WorkflowTaskPolicy, policy)
+
+
+def refuse_disallowed(
+    workflow_id: str,
+    ready: list[str],
+    definition: WorkflowDefinition,
+    scheduler: DependencyScheduler,
+    policy: WorkflowTaskPolicy,
+) -> list[str]:
+    """The ready tasks ``policy`` allows; each refused one is recorded as failed instead (and
+    what that makes ready is checked in turn), so the workflow ends rather than waits."""
+    allowed: list[str] = []
+    pending = list(ready)
+    while pending:
+        task_id = pending.pop(0)
+        name = definition.tasks[task_id].task
+        reason = policy.refusal(name)
+        if reason is None:
+            allowed.append(task_id)
+            continue
+        error = f"not dispatched: task {describe(name)} may not run in a workflow: {reason}"
+        logger.error("workflow %s: %s: %s", workflow_id, task_id, error)
+        pending += scheduler.record_status(task_id, Status.FAILED, error=error)
+    return allowed
+
+
+_Built = tuple[WorkflowDefinition, DependencyScheduler, frozenset[str]]
+
+
+class _SchedulerCache:
+    """Built graphs, and their leaves, per workflow in this process (definitions never change
+    after submit)."""
+
+    def __init__(self, size: int = 64) -> None:
+        self.size = size
+        self._items: dict[str, _Built] = {}
+
+    def get_with_rows(
+        self, client: redis.Redis, workflow_id: str, task_ids: list[str]
+    ) -> tuple[_Built, dict[str, dict[bytes, bytes]]]:
+        """The built graph, and, when it had to be read, these tasks' rows read with it."""
+        item = self._items.get(workflow_id)
+        if item is not None:
+            return item, {}
+        with client.pipeline(transaction=False) as batch:
+            batch.get(store.def_key(workflow_id))
+            for task_id in task_ids:
+                batch.hgetall(store.task_key(workflow_id, task_id))
+            raw, *rows = batch.execute()
+        if raw is None:
+            raise WorkflowNotFound(workflow_id)
+        definition = WorkflowDefinition.from_json(cast(bytes, raw))
+        scheduler = definition.build_scheduler()
+        item = (definition, scheduler, frozenset(scheduler.leaves()))
+        if len(self._items) >= self.size:
+            self._items.pop(next(iter(self._items)), None)
+        self._items[workflow_id] = item
+        return item, {t: row for t, row in zip(task_ids, rows, strict=True) if row}
+
+
+_cache = _SchedulerCache()
+
+
+def transition(
+    client: redis.Redis,
+    workflow_id: str,
+    change: Callable[[DependencyScheduler], list[str]],
+    *,
+    end_as: str | None = None,
+    preload: Callable[[DependencyScheduler], list[str]] | None = None,
+    hint: list[str] | None = None,
+    app: Any = None,
+) -> tuple[list[str], DependencyScheduler, WorkflowDefinition]:
+    """Apply ``change`` atomically; return (tasks still to dispatch, scheduler, definition).
+
+    With ``app`` on a Redis broker, the ready tasks' messages are pushed by the same commit
+    (workflow_outbox.py) and the returned list is empty; otherwise the caller dispatches them.
+    ``preload`` names the tasks to read in the first round trip; ``end_as`` names the final
+    state if this change ends the workflow (``cancelled``). ``hint`` names tasks to read with
+    the definition if this process has not built the workflow yet (what ``preload`` will ask).
+    """
+    (definition, built, leaves), seed = _cache.get_with_rows(client, workflow_id, hint or [])
+    # A shallow copy per call: the graph, rules and conditions are shared (never change after
+    # submit), while each call gets its own `states`, so threads never see each other's reads.
+    scheduler = copy.copy(built)
+    captured: dict[str, outbox.CapturedPublish] = {}
+    use_outbox = app is not None and _outbox_supported(app)
+    policy = DEFAULT_POLICY if app is None else policy_for(app)
+    while True:
+        states = store.VersionedStates(client, workflow_id, definition.tasks, TERMINAL)
+        scheduler.states = states
+        if seed:
+            states.seed(seed)  # read with the definition: only valid for the first attempt
+            seed = {}
+        if preload is not None:
+            states.preload(preload(scheduler))
+        ready = refuse_disallowed(workflow_id, change(scheduler), definition, scheduler, policy)
+        if use_outbox:
+            for task_id in ready:
+                if task_id not in captured:  # built once, even if we decide again
+                    captured[task_id] = _capture(app, workflow_id, task_id, definition, built)
+        final = states.newly_final()
+        step = workflow_commit.Commit(
+            meta_key=store.meta_key(workflow_id),
+            checks=list(states.versions().items()),
+            writes=states.changes(),
+            publishes=[cmd for t in ready for cmd in captured[t].commands] if use_outbox else [],
+            final=len(final),
+            failed_leaves=sum(t in leaves and states[t].status in FAILED_LIKE for t in final),
+        )
+        try:
+            counters = workflow_commit.commit(client, step)
+        except workflow_commit.ConflictError:
+            continue  # someone changed what we read: read again and decide again
+        if use_outbox:
+            for task_id in ready:
+                outbox.signal_published(app, captured[task_id])
+        if counters is not None and counters[0] == 0:
+            _end(
+                client,
+                workflow_id,
+                definition,
+                end_as or ("failed" if counters[1] > 0 else "completed"),
+            )
+        return ([] if use_outbox else ready), scheduler, definition
+
+
+def _outbox_supported(app: Any) -> bool:
+    supported = getattr(app, "_workflow_outbox", None)
+    if supported is None:
+        # Only when the broker is the very Redis (and db) the workflow state lives in.
+        supported = is_redis_url(str(app.conf.broker_url)) and outbox.supports_capture(app)
+        app._workflow_outbox = supported
+    return bool(supported)
+
+
+def _capture(
+    app: Any,
+    workflow_id: str,
+    task_id: str,
+    definition: WorkflowDefinition,
+    scheduler: DependencyScheduler,
+) -> outbox.CapturedPublish:
+    spec = definition.tasks[task_id]
+    return outbox.capture(
+        app,
+        spec.task,
+        spec.args,
+        spec.kwargs,
+        task_id=celery_task_id(workflow_id, task_id),
+        headers=_headers(workflow_id, task_id, scheduler),
+        options=spec.options,
+        link=[advance_link()],
+    )
+
+
+def _headers(workflow_id: str, task_id: str, scheduler: DependencyScheduler) -> dict[str, Any]:
+    headers: dict[str, Any] = {HEADER_WORKFLOW: workflow_id, HEADER_TASK: task_id}
+    dependents = scheduler.execution_graph.downstreams(task_id)
+    if len(dependents) <= MAX_HINTED_DEPENDENTS:
+        headers[HEADER_NEXT] = list(dependents)
+    return headers
+
+
+def _end(client: redis.Redis, workflow_id: str, definition: WorkflowDefinition, state: str) -> None:
+    """Close a workflow: its last task just became final (only one transaction sees that)."""
+    with client.pipeline(transaction=True) as pipe:
+        pipe.hset(
+            store.meta_key(workflow_id),
+            mapping={"state": json.dumps(state), "ended_at": json.dumps(time.time())},
+        )
+        pipe.srem(store.OPEN_KEY, workflow_id)
+        for key in (
+            store.def_key(workflow_id),
+            store.meta_key(workflow_id),
+            *(store.task_key(workflow_id, t) for t in definition.tasks),
+        ):
+            pipe.expire(key, FINISHED_TTL_S)
+        pipe.execute()
+    logger.info("workflow %s %s", workflow_id, state)
+
+
+def dispatch(
+    app: Any,
+    workflow_id: str,
+    ready: list[str],
+    definition: WorkflowDefinition,
+    scheduler: DependencyScheduler,
+) -> None:
+    """Publish the ready tasks; a publish that fails is recorded as that task's failure."""
+    for task_id in ready:
+        spec = definition.tasks[task_id]
+        try:
+            app.send_task(
+                spec.task,
+                args=spec.args,
+                kwargs=spec.kwargs,
+                task_id=celery_task_id(workflow_id, task_id),
+                headers=_headers(workflow_id, task_id, scheduler),
+                link=advance_link(),
+                **spec.options,
+            )
+        except Exception as exc:
+            logger.exception("workflow %s: could not dispatch %s", workflow_id, task_id)
+            record_task_event(
+                app, workflow_id, task_id, Status.FAILED, error=f"dispatch failed: {exc}"
+            )
+
+
+def known_task_names(app: Any) -> set[str]:
+    """Names of the Celery tasks registered in ``app`` (after importing its task modules)."""
+    app.loader.import_default_modules()
+    return set(app.tasks.keys())
+
+
+def submit_workflow(definition: Mapping[str, Any], *, app: Any = None) -> str:
+    """Validate ``definition`` whole, store it, dispatch its roots; return the workflow id.
+
+    Raises WorkflowValidationError (and stores and dispatches nothing) when it is invalid: a
+    task that is not registered or not allowed in workflows (``policy_for``), a definition
+    over ``WORKFLOW_MAX_DEFINITION_BYTES`` as JSON or a task's arguments over
+    ``WORKFLOW_MAX_ARGS_BYTES``, values JSON cannot hold, and every other problem.
+    """
+    app = app or _default_app()
+    policy = policy_for(app)
+    parsed, scheduler = parse_and_build(
+        definition, known_tasks=known_task_names(app), policy=policy
+    )
+    workflow_id = uuid.uuid4().hex
+    client = redis_for(app)
+    now = time.time()
+    # Nobody else knows this workflow yet: no WATCH needed.
+    ready = refuse_disallowed(workflow_id, scheduler.start(now), parsed, scheduler, policy)
+    leaves = set(scheduler.leaves())
+    remaining = sum(s.status not in TERMINAL for s in scheduler.states.values())
+    failed_leaves = sum(scheduler.states[t].status in FAILED_LIKE for t in leaves)
+    meta = {
+        "name": parsed.name,
+        "state": "running",
+        "created_at": now,
+        "started_at": now,
+        "ended_at": None,
+        "remaining": remaining,
+        "failed_leaves": failed_leaves,
+    }
+    with client.pipeline(transaction=True) as pipe:
+        pipe.set(store.def_key(workflow_id), parsed.to_json())
+        pipe.hset(store.meta_key(workflow_id), mapping={k: json.dumps(v) for k, v in meta.items()})
+        for task_id, state in scheduler.states.items():
+            pipe.hset(store.task_key(workflow_id, task_id), mapping=store.encode_state(state))  # type: ignore[arg-type]
+        pipe.sadd(store.OPEN_KEY, workflow_id)
+        pipe.execute()
+    if remaining == 0:  # every task skipped at once (false conditions on the roots)
+        _end(client, workflow_id, parsed, "failed" if failed_leaves else "completed")
+    dispatch(app, workflow_id, ready, parsed, scheduler)
+    _schedule_timeout_checks(app, workflow_id, parsed)
+    logger.info(
+        "workflow %s (%s) submitted: %d tasks, %d ready",
+        workflow_id,
+        parsed.name,
+        len(parsed.tasks),
+        len(ready),
+    )
+    return workflow_id
+
+
+def _schedule_timeout_checks(app: Any, workflow_id: str, definition: WorkflowDefinition) -> None:
+    """Ask for a timeout check when each timeout falls due (the periodic sweep backs it up)."""
+    delays = {t.timeout for t in definition.tasks.values() if t.timeout}
+    if definition.deadline:
+        delays.add(definition.deadline)
+    settings = getattr(app, "settings", None)
+    limit = settings.max_countdown if settings is not None else 3600
+    for delay in sorted(d for d in delays if d is not None and d <= limit):
+        app.send_task(TIMEOUT_TASK, args=[workflow_id], countdown=delay + 0.05)
+
+
+def record_task_event(
+    app: Any,
+    workflow_id: str,
+    task_id: str,
+    status: str,
+    *,
+    result: Any = None,
+    error: str | None = None,
+    started_at: float | None = None,
+    dependents: list[str] | None = None,
+) -> None:
+    """Record one task's end; its dependents that became ready are published with it.
+
+    ``dependents``: the task's dependents as its message named them (``HEADER_NEXT``), read
+    with the definition when this process meets the workflow for the first time.
+    """
+    stored = result
+    if result is not None and len(json.dumps(result, default=repr)) > MAX_STORED_RESULT_CHARS:
+        stored = {"_truncated": True}
+    ready, scheduler, definition = transition(
+        redis_for(app),
+        workflow_id,
+        lambda s: s.record_status(task_id, status, stored, error=error, started_at=started_at),
+        preload=lambda s: [task_id, *s.execution_graph.downstreams(task_id)],
+        hint=None if dependents is None else [task_id, *dependents],
+        app=app,
+    )
+    dispatch(app, workflow_id, ready, definition, scheduler)
+
+
+def check_timeouts(app: Any, workflow_id: str) -> list[str]:
+    """Time out what waited too long in one workflow (revoking what was already sent),
+    publish what became ready; return the tasks that timed out."""
+    client = redis_for(app)
+    meta = store.meta_of(client, workflow_id)
+    if not meta:
+        raise WorkflowNotFound(workflow_id)
+    if meta.get("state") != "running":
+        return []
+    timed_out: list[str] = []
+    sent: set[str] = set()
+
+    def expire(scheduler: DependencyScheduler) -> list[str]:
+        still_open = {t for t, s in scheduler.states.items() if s.status not in TERMINAL}
+        sent.clear()
+        sent.update(t for t in still_open if scheduler.states[t].status == Status.QUEUED)
+        scheduler.started_at = float(meta["started_at"])
+        ready = scheduler.check_timeouts()
+        timed_out[:] = [t for t in still_open if scheduler.states[t].status == Status.TIMED_OUT]
+        return ready
+
+    ready, scheduler, definition = transition(client, workflow_id, expire, app=app)
+    dispatch(app, workflow_id, ready, definition, scheduler)
+    revoked = [celery_task_id(workflow_id, t) for t in timed_out if t in sent]
+    if revoked:
+        app.control.revoke(revoked)
+    return timed_out
+
+
+def sweep_open_workflows(app: Any) -> int:
+    """Check timeouts of every open workflow (the periodic backstop); return how many."""
+    client = redis_for(app)
+    ids = [m.decode() for m in cast(set[bytes], client.smembers(store.OPEN_KEY))]
+    for workflow_id in ids:
+        try:
+            check_timeouts(app, workflow_id)
+        except WorkflowNotFound:
+            client.srem(store.OPEN_KEY, workflow_id)
+    return len(ids)
+
+
+def cancel_workflow(workflow_id: str, *, app: Any = None, terminate: bool = False) -> int:
+    """Cancel every unfinished task (revoking queued and running ones); return how many."""
+    app = app or _default_app()
+    client = redis_for(app)
+    if not store.meta_of(client, workflow_id):
+        raise WorkflowNotFound(workflow_id)
+    cancelled: list[str] = []
+
+    def cancel(scheduler: DependencyScheduler) -> list[str]:
+        cancelled[:] = scheduler.cancel()
+        return []
+
+    transition(client, workflow_id, cancel, end_as="cancelled")
+    if cancelled:
+        app.control.revoke([celery_task_id(workflow_id, t) for t in cancelled], terminate=terminate)
+    return len(cancelled)
+
+
+def workflow_status(workflow_id: str, *, app: Any = None) -> dict[str, Any]:
+    """The workflow's state, name and times, and each task's status, times, error and result."""
+    app = app or _default_app()
+    client = redis_for(app)
+    meta = store.meta_of(client, workflow_id)
+    raw_def = client.get(store.def_key(workflow_id))
+    if not meta or raw_def is None:
+        raise WorkflowNotFound(workflow_id)
+    definition = WorkflowDefinition.from_json(cast(bytes, raw_def))
+    states = store.read_states(client, workflow_id, list(definition.tasks))
+    running = _started_in_celery(
+        app, workflow_id, [t for t, s in states.items() if s.status == Status.QUEUED]
+    )
+    tasks: dict[str, Any] = {}
+    counts: dict[str, int] = {}
+    for task_id, state in states.items():
+        info = asdict(state)
+        info.pop("upstream_outcomes")
+        info["status"] = Status.RUNNING.value if task_id in running else str(state.status)
+        tasks[task_id] = {
+            **info,
+            "duration": state.duration,
+            "task": definition.tasks[task_id].task,
+            "celery_id": celery_task_id(workflow_id, task_id),
+        }
+        counts[info["status"]] = counts.get(info["status"], 0) + 1
+    return {
+        "id": workflow_id,
+        "name": definition.name,
+        "state": meta.get("state"),
+        "created_at": meta.get("created_at"),
+        "ended_at": meta.get("ended_at"),
+        "counts": counts,
+        "tasks": tasks,
+    }
+
+
+def _started_in_celery(app: Any, workflow_id: str, queued: list[str]) -> set[str]:
+    """Which queued tasks Celery's result backend says have started (STARTED)."""
+    if not queued:
+        return set()
+    backend = app.backend
+    get_key = getattr(backend, "get_key_for_task", None)
+    if get_key is None or not is_redis_url(str(app.conf.result_backend)):
+        return set()
+    keys = [get_key(celery_task_id(workflow_id, t)) for t in queued]
+    raws = backend.client.mget(keys)
+    return {
+        t
+        for t, raw in zip(queued, raws, strict=True)
+        if raw is not None and json.loads(raw).get("status") == "STARTED"
+    }

@@ -1,0 +1,181 @@
+"""How a workflow's state lives in Redis, and the lazily loaded, versioned view of it.
+
+- ``pa:wf:<id>:def``       the validated definition (JSON, immutable after submit);
+- ``pa:wf:<id>:meta``      hash: name, state, created_at, started_at, ended_at, and two
+                           counters, ``remaining`` (tasks not final) and ``failed_leaves``;
+- ``pa:wf:<id>:t:<task>``  hash per task: status, error, result, started_at, ended_at and the
+                           tally of its upstreams' outcomes (each field a JSON value), and
+                           ``v``, its version, bumped by every committed change;
+- ``pa:wf:open``           set of the workflows still running (swept for timeouts).
+
+One hash per task means a transition validates only the tasks it reads (workflow_commit.py): the
+task that ended, its dependents and the upstreams a condition names. Two upstream ends conflict
+only when they share a dependent, which is exactly when one of them must see the other's write.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection, Iterator, MutableMapping
+from typing import Any, cast
+
+import redis
+
+from personal_assistant.workers.workflows.state_machine import TaskState
+
+OPEN_KEY = "pa:wf:open"
+VERSION_FIELD = "v"
+STATE_FIELDS = ("status", "error", "result", "started_at", "ended_at", "upstream_outcomes")
+
+
+def def_key(workflow_id: str) -> str:
+    """Key of the stored definition."""
+    return f"pa:wf:{workflow_id}:def"
+
+
+def meta_key(workflow_id: str) -> str:
+    """Key of the workflow's own fields and counters."""
+    return f"pa:wf:{workflow_id}:meta"
+
+
+def task_key(workflow_id: str, task_id: str) -> str:
+    """Key of one task's state."""
+    return f"pa:wf:{workflow_id}:t:{task_id}"
+
+
+def encode_state(state: TaskState) -> dict[str, str]:
+    """A task state as hash fields (each a JSON value)."""
+    return {
+        "status": json.dumps(str(state.status)),
+        "error": json.dumps(state.error),
+        "result": json.dumps(state.result, default=repr),
+        "started_at": json.dumps(state.started_at),
+        "ended_at": json.dumps(state.ended_at),
+        "upstream_outcomes": json.dumps(state.upstream_outcomes),
+    }
+
+
+def decode_state(fields: dict[bytes, bytes]) -> TaskState:
+    """The task state stored as hash fields."""
+    data = {k.decode(): json.loads(v) for k, v in fields.items()}
+    return TaskState(**{k: v for k, v in data.items() if k in STATE_FIELDS})
+
+
+def _read_rows(
+    client: redis.Redis, workflow_id: str, task_ids: Collection[str]
+) -> list[dict[bytes, bytes]]:
+    with client.pipeline(transaction=False) as batch:
+        for task_id in task_ids:
+            batch.hgetall(task_key(workflow_id, task_id))
+        return cast(list[dict[bytes, bytes]], batch.execute())
+
+
+def read_states(
+    client: redis.Redis, workflow_id: str, task_ids: Collection[str]
+) -> dict[str, TaskState]:
+    """Every named task's state, in one round trip (unversioned: for reports)."""
+    rows = _read_rows(client, workflow_id, task_ids)
+    return {tid: decode_state(row) for tid, row in zip(task_ids, rows, strict=True) if row}
+
+
+class VersionedStates(MutableMapping[str, TaskState]):
+    """Task states read on first use, each with the version it had when read.
+
+    The scheduler mutates the returned TaskState objects in place; :meth:`changes` then gives
+    the fields to write, :meth:`versions` what the commit must find unchanged, and
+    :meth:`newly_final` the tasks that became final.
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        workflow_id: str,
+        task_ids: Collection[str],
+        terminal: Collection[str],
+    ) -> None:
+        self._client = client
+        self._workflow_id = workflow_id
+        self._ids = task_ids
+        self._terminal = terminal
+        self._loaded: dict[str, TaskState] = {}
+        self._before: dict[str, dict[str, str]] = {}  # each read task's fields, as stored
+
+    def preload(self, task_ids: list[str]) -> None:
+        """Read these tasks now, in one round trip."""
+        self._load([t for t in task_ids if t in self._ids])
+
+    def seed(self, rows: dict[str, dict[bytes, bytes]]) -> None:
+        """Take these tasks' rows as read (fetched with the definition, in its round trip)."""
+        wanted = [t for t in rows if t in self._ids and t not in self._loaded]
+        self._accept(wanted, [rows[t] for t in wanted])
+
+    def _load(self, task_ids: list[str]) -> None:
+        wanted = [t for t in task_ids if t not in self._loaded]
+        if not wanted:
+            return
+        self._accept(wanted, _read_rows(self._client, self._workflow_id, wanted))
+
+    def _accept(self, wanted: list[str], rows: list[dict[bytes, bytes]]) -> None:
+        missing = [t for t, row in zip(wanted, rows, strict=True) if not row]
+        if missing:
+            raise KeyError(f"workflow {self._workflow_id}: no state for {missing}")
+        for task_id, row in zip(wanted, rows, strict=True):
+            self._loaded[task_id] = decode_state(row)
+            # The stored text is what encode_state wrote (json.dumps is deterministic), so the
+            # diff in changes() compares against it without encoding every field a second time.
+            self._before[task_id] = {k.decode(): v.decode() for k, v in row.items()}
+
+    def __getitem__(self, task_id: str) -> TaskState:
+        if task_id not in self._loaded:
+            if task_id not in self._ids:
+                raise KeyError(task_id)
+            self._load([task_id])
+        return self._loaded[task_id]
+
+    def __setitem__(self, task_id: str, state: TaskState) -> None:
+        self._loaded[task_id] = state
+
+    def __delitem__(self, task_id: str) -> None:
+        raise TypeError("tasks of a submitted workflow cannot be removed")
+
+    def __iter__(self) -> Iterator[str]:
+        self._load(list(self._ids))
+        return iter(list(self._ids))
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __contains__(self, task_id: object) -> bool:
+        return task_id in self._ids
+
+    def versions(self) -> dict[str, str]:
+        """Per task read, its key and the version it had (absent counts as "0")."""
+        return {
+            task_key(self._workflow_id, t): fields.get(VERSION_FIELD, "0")
+            for t, fields in self._before.items()
+        }
+
+    def changes(self) -> dict[str, dict[str, str]]:
+        """Per task key, the fields whose value changed since they were read."""
+        out: dict[str, dict[str, str]] = {}
+        for task_id, state in self._loaded.items():
+            before = self._before.get(task_id, {})
+            changed = {k: v for k, v in encode_state(state).items() if before.get(k) != v}
+            if changed:
+                out[task_key(self._workflow_id, task_id)] = changed
+        return out
+
+    def newly_final(self) -> list[str]:
+        """Tasks that were not final when read and are now."""
+        return [
+            t
+            for t, s in self._loaded.items()
+            if s.status in self._terminal
+            and json.loads(self._before[t]["status"]) not in self._terminal
+        ]
+
+
+def meta_of(client: redis.Redis, workflow_id: str) -> dict[str, Any]:
+    """The workflow's meta fields, decoded (empty when it does not exist)."""
+    raw = cast(dict[bytes, bytes], client.hgetall(meta_key(workflow_id)))
+    return {k.decode(): json.loads(v) for k, v in raw.items()}
