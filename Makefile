@@ -38,11 +38,14 @@ run: deps system-deps
 test: deps system-deps
 	$(BIN)/pytest
 
-## lint: ruff and mypy, both must be clean
+## lint: ruff, mypy and the layer contracts of DESIGN.md section 2 (import-linter's contracts in
+## pyproject.toml, and no import cycle), all must be clean
 lint: deps
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests tools
+	$(BIN)/ruff format --check src tests tools
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-logo
+	$(BIN)/python tools/check_import_cycles.py
 
 ## bench: benchmarks against the anchors, measured in the same run
 bench: deps system-deps

@@ -5,8 +5,9 @@
   by the configuration before any connection);
 - Slack and the generic webhook: ``http.server`` receivers; the webhook receiver verifies the
   HMAC signature with the shared secret and answers 401 when it does not match;
-- the channels are built by ``channels_from_env`` and driven by ``ChannelDispatcher``, and no
-  password, secret or webhook token appears in any captured log record.
+- the channels are built from ``ALERT_*`` variables (``AlertChannelSettings`` and
+  ``channels_from_settings``) and driven by ``ChannelDispatcher``, and no password, secret or
+  webhook token appears in any captured log record.
 """
 
 from __future__ import annotations
@@ -16,20 +17,21 @@ import logging
 import shutil
 import ssl
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from personal_assistant.workers.alerting.channels.config import channels_from_settings
 from personal_assistant.workers.alerting.channels.webhooks import (
+    Channel,
     ChannelDispatcher,
     ChannelError,
-    ConfigError,
     EmailChannel,
     Notification,
-    channels_from_env,
 )
+from personal_assistant.workers.config import AlertChannelSettings, ConfigError
 from tests.support.alert_servers import LoopbackSMTP, Mailbox, Receiver
 
 pytestmark = pytest.mark.integration
@@ -39,6 +41,11 @@ SMTP_PASSWORD = "smtp-Pa55word-never-logged"  # noqa: S105 - a test secret
 WEBHOOK_SECRET = "webhook-shared-secret-never-logged"  # noqa: S105 - a test secret
 SLACK_PATH = "/services/T0TEST/B0TEST/slacktokenneverlogged"
 SECRETS = (SMTP_PASSWORD, WEBHOOK_SECRET, "slacktokenneverlogged")
+
+
+def channels_of(variables: Mapping[str, str]) -> dict[str, Channel]:
+    """The channels the ALERT_* ``variables`` configure, checked as at start-up."""
+    return channels_from_settings(AlertChannelSettings.from_variables(variables))
 
 
 def notification(state: str = "firing") -> Notification:
@@ -180,7 +187,7 @@ def test_every_channel_from_the_environment_delivers(
         "ALERT_WEBHOOK_SECRET": WEBHOOK_SECRET,
     }
     failures: list[str] = []
-    channels = channels_from_env(env)
+    channels = channels_of(env)
     with ChannelDispatcher(channels, retries=1, backoff=0.05, failure_counter=failures.append) as d:
         d.dispatch(["log", "email", "slack", "webhook"], notification())
         d.dispatch(["log", "email", "slack", "webhook"], notification("resolved"))
@@ -225,7 +232,7 @@ def test_a_wrong_webhook_secret_fails_verification(
     webhook: Receiver, all_logs: pytest.LogCaptureFixture
 ) -> None:
     failures: list[str] = []
-    wrong = channels_from_env(
+    wrong = channels_of(
         {
             "ALERT_WEBHOOK_URL": webhook.url + "/alerts",
             "ALERT_WEBHOOK_SECRET": "not-the-secret-but-long-enough-to-sign",
@@ -332,7 +339,7 @@ def test_an_smtp_login_without_tls_is_refused_before_the_password_leaves() -> No
             "ALERT_SMTP_TO": "ops@example.org",
         }
         with pytest.raises(ConfigError) as caught:
-            channels_from_env(env)
+            channels_of(env)
         with pytest.raises(ValueError, match="clear text"):
             EmailChannel(
                 "127.0.0.1",
@@ -345,8 +352,9 @@ def test_an_smtp_login_without_tls_is_refused_before_the_password_leaves() -> No
     finally:
         controller.stop()
     assert str(caught.value) == (
-        "ALERT_SMTP_USER/ALERT_SMTP_PASSWORD need ALERT_SMTP_STARTTLS=true or"
-        " ALERT_SMTP_SSL=true: without TLS the password would go out in clear text"
+        "invalid configuration: ALERT_SMTP_USER/ALERT_SMTP_PASSWORD need"
+        " ALERT_SMTP_STARTTLS=true or ALERT_SMTP_SSL=true: without TLS the password would go"
+        " out in clear text"
     )
     assert mailbox.logins == []
     assert mailbox.messages == []

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.support.alert_servers import WEBHOOK_SECRET, Receiver
+from tests.support.alert_servers import WEBHOOK_SECRET, LoopbackSMTP, Mailbox, Receiver
 from tests.support.worker import worker_env
 
 pytestmark = pytest.mark.integration
@@ -27,7 +27,13 @@ RULES = """rules:
 """
 
 
-def alerts(redis_url: str, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+def alerts(
+    redis_url: str, env: dict[str, str], *args: str, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``celery ... alerts ARGS`` with ``env``, none of this process's ALERT* variables."""
+    process_env = {
+        k: v for k, v in worker_env(redis_url, env).items() if k in env or not k.startswith("ALERT")
+    }
     return subprocess.run(
         [
             sys.executable,
@@ -38,7 +44,8 @@ def alerts(redis_url: str, env: dict[str, str], *args: str) -> subprocess.Comple
             "alerts",
             *args,
         ],
-        env=worker_env(redis_url, env),
+        env=process_env,
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=60,
@@ -71,6 +78,42 @@ def test_alerts_test_sends_a_signed_test_notification_through_the_rules_channels
     unknown = alerts(redis_url, env, "test", "nope")
     assert unknown.returncode != 0
     assert "parser_failures" in unknown.stderr
+
+
+def test_alerts_test_sends_through_the_channels_of_a_dotenv_file_in_the_working_directory(
+    redis_url: str,
+    tmp_path: Path,
+    webhook: Receiver,
+) -> None:
+    mailbox = Mailbox()
+    smtp = LoopbackSMTP(mailbox)
+    smtp.start()
+    rules = tmp_path / "alerts.yaml"
+    rules.write_text(RULES.replace("channels: [webhook, log]", "channels: [webhook, email, log]"))
+    (tmp_path / ".env").write_text(
+        "ALERTING_ENABLED=true\n"
+        f"ALERT_RULES_FILE={rules}\n"
+        "ALERT_SMTP_HOST=127.0.0.1\n"
+        f"ALERT_SMTP_PORT={smtp.port}\n"
+        "ALERT_SMTP_FROM=alerts@example.org\n"
+        "ALERT_SMTP_TO=ops@example.org\n"
+        f"ALERT_WEBHOOK_URL={webhook.url}/from-dotenv\n"
+        f"ALERT_WEBHOOK_SECRET={WEBHOOK_SECRET}\n"
+    )
+    try:
+        sent = alerts(redis_url, {}, "test", "parser_failures", cwd=tmp_path)
+        delivered = mailbox.received.wait(10)
+    finally:
+        smtp.stop()
+
+    assert sent.returncode == 0, sent.stderr
+    assert sent.stdout.splitlines() == ["webhook: sent", "email: sent", "log: sent"]
+    (hit,) = webhook.wait(1)
+    assert hit.path == "/from-dotenv" and hit.signature_valid
+    assert delivered
+    ((envelope, message),) = mailbox.messages
+    assert envelope.rcpt_tos == ["ops@example.org"]
+    assert message["Subject"].endswith("parser_failures: firing")
 
 
 def test_alerts_list_shows_the_notifications_sent_newest_first(

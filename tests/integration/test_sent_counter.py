@@ -19,7 +19,6 @@ from personal_assistant.workers.metrics.sent_counter import (
     SENT_KEY,
     SentCollector,
     SentCounter,
-    counter_for,
     read_sent,
 )
 from tests.support.redis_server import free_port
@@ -113,8 +112,8 @@ def test_a_publish_is_counted_by_the_app_that_made_it_only(
     other = create_app(load_settings(celery_broker_url=other_url, celery_result_backend=other_url))
     try:
         producer_app.send_task("tests.noop", queue=c.FILE_QUEUE)
-        counter_for(producer_app).flush()
-        counter_for(other).flush()
+        producer_app.sent_counter.flush()
+        other.sent_counter.flush()
         [(labels, sent)] = read_sent(redis_client).items()
         assert (labels[0], labels[2], sent) == ("tests.noop", c.FILE_QUEUE, 1)
         assert read_sent(redis.Redis.from_url(other_url)) == {}

@@ -239,7 +239,7 @@ def test_a_stored_definition_naming_a_forbidden_task_is_refused_at_dispatch(
     publish: str,
 ) -> None:
     if publish == "send-task":  # as on a broker the commit cannot publish to
-        monkeypatch.setattr(producer_app, "_workflow_outbox", False, raising=False)
+        monkeypatch.setattr(producer_app, "workflow_outbox", False)
     definition = {
         "tasks": {
             "a": {"task": "tests.noop", "options": Q},

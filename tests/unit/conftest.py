@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from personal_assistant.workers.config import WorkerSettings, get_settings
+from personal_assistant.workers.config import AlertChannelSettings, WorkerSettings, get_settings
 
 
 @pytest.fixture
@@ -19,6 +19,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[pytes
     the next ``get_settings()`` reads the restored environment.
     """
     fields = set(WorkerSettings.model_fields)
+    fields |= {AlertChannelSettings.variable(f).lower() for f in AlertChannelSettings.model_fields}
     for key in list(os.environ):
         if key.lower() in fields:
             monkeypatch.delenv(key)

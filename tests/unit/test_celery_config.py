@@ -10,7 +10,6 @@ from personal_assistant.workers import constants as c
 from personal_assistant.workers.broker.intake import CONSUMER_PATH
 from personal_assistant.workers.broker.priority import PRIORITY_TRANSPORT_PATH
 from personal_assistant.workers.broker.transport import TRANSPORT_PATH
-from personal_assistant.workers.celery_app import create_app
 from personal_assistant.workers.celery_config import build_celery_config
 from personal_assistant.workers.config import ConfigError, is_redis_url, load_settings
 
@@ -160,16 +159,3 @@ def test_the_result_backend_is_the_broker_redis_by_default() -> None:
 )
 def test_is_redis_url(url: str, expected: bool) -> None:
     assert is_redis_url(url) is expected
-
-
-def test_an_app_built_from_settings_carries_the_config() -> None:
-    settings = load_settings(celery_broker_url=REDIS_URL, worker_concurrency=3)
-    app = create_app(settings)
-    try:
-        assert app.settings is settings
-        assert app.conf.worker_concurrency == 3
-        assert app.conf.broker_transport == TRANSPORT_PATH
-        assert app.conf.accept_content == ["json"]
-        assert app.conf.task_default_queue == c.DEFAULT_QUEUE
-    finally:
-        app.close()

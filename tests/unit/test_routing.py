@@ -8,7 +8,8 @@ import pytest
 
 from personal_assistant.workers import constants as c
 from personal_assistant.workers.celery_app import WorkerApp
-from personal_assistant.workers.routing import queue_for_task, task_queues, task_routes
+from personal_assistant.workers.celery_config import task_queues
+from personal_assistant.workers.routing import queue_for_task, task_routes
 
 DOMAIN_TASKS = {queue: f"{c.TASKS_PACKAGE}.{queue}.probe" for queue in c.QUEUES}
 OUTSIDE_NAMES = [

@@ -8,8 +8,8 @@ Corrections of the seed, each for a reason (DESIGN.md section 4):
   delay, the same for broker and result backend; otherwise Redis delivers those messages twice.
 - Priorities with ``queue_order_strategy=priority`` and ten steps, through a transport that makes
   a higher number run first (broker/priority.py), as the seed means.
-- No task events by default: they cost about a quarter of throughput and only Flower reads them;
-  our metrics come from in-process hooks (WORKER_SEND_TASK_EVENTS turns them on).
+- No task events: they cost about a quarter of throughput and only Flower reads them; our
+  metrics come from in-process hooks. ``celery worker -E`` still turns them on for a session.
 - No gzip: messages are a few hundred bytes, and compressing them costs CPU on every publish.
 """
 
@@ -17,12 +17,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from kombu.entity import Exchange, Queue
+
 from personal_assistant.workers import constants as c
 from personal_assistant.workers.broker.intake import CONSUMER_PATH
 from personal_assistant.workers.broker.priority import PRIORITY_STEPS, PRIORITY_TRANSPORT_PATH
 from personal_assistant.workers.broker.transport import TRANSPORT_PATH
 from personal_assistant.workers.config import WorkerSettings, is_redis_url
-from personal_assistant.workers.routing import task_queues, task_routes
+from personal_assistant.workers.routing import task_routes
 from personal_assistant.workers.schedulers.base_scheduler import build_beat_schedule
 from personal_assistant.workers.schedulers.maintenance_scheduler import (
     MAINTENANCE_SCHEDULE,
@@ -32,6 +34,19 @@ from personal_assistant.workers.schedulers.maintenance_scheduler import (
 # A day: long enough for a user to poll a result after a night's batch, short enough that
 # Redis (noeviction) does not fill with results nobody reads.
 RESULT_EXPIRES_S = 86_400
+
+
+def task_queues() -> list[Queue]:
+    """One direct exchange and queue per domain (the names are the public contract)."""
+    return [
+        Queue(
+            name,
+            Exchange(name, type="direct"),
+            routing_key=name,
+            queue_arguments={"x-max-priority": c.PRIORITY_MAX},
+        )
+        for name in c.QUEUES
+    ]
 
 
 def build_celery_config(settings: WorkerSettings) -> dict[str, Any]:

@@ -1,23 +1,58 @@
 """The one place the environment is read: every variable of the compose files, validated.
 
-A bad value stops start-up with one message that names the variable; URLs with passwords are
-masked wherever settings are printed or logged (``repr``, ``safe_dict`` and the log filter).
+Variables come from the environment and from ``.env`` alike (the environment wins). A bad value
+stops start-up with one message that names the variable; URLs with passwords are masked
+wherever settings are printed or logged (``repr``, ``safe_dict`` and the log filter).
+
+Where alerts go (``WorkerSettings.alert_channels``, an :class:`AlertChannelSettings`), read
+from flat ``ALERT_*`` names::
+
+    ALERT_SMTP_HOST, ALERT_SMTP_PORT (25; 587 with STARTTLS; 465 with SSL), ALERT_SMTP_FROM,
+    ALERT_SMTP_TO (comma list), ALERT_SMTP_USER + ALERT_SMTP_PASSWORD (both or neither),
+    ALERT_SMTP_STARTTLS / ALERT_SMTP_SSL (true/false, not both), ALERT_SLACK_WEBHOOK_URL,
+    ALERT_WEBHOOK_URL + ALERT_WEBHOOK_SECRET (both or neither; the secret >= 32 bytes),
+    ALERT_CHANNEL_TIMEOUT (seconds, default 5)
+
+An SMTP login without STARTTLS or SSL is refused (the password would cross the network in
+clear text), and so is a Slack or webhook URL that is not https (plain http only to a loopback
+host). The password and the webhook secret are ``SecretStr``; webhook URLs (Slack's carries its
+token in the path) are shown as scheme and host only (:func:`mask_endpoint`).
 """
 
 from __future__ import annotations
 
 import functools
+import ipaddress
 import logging
+import math
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from personal_assistant.workers import constants as c
+
+# signing.py imports nothing of this package but constants: no import cycle.
+from personal_assistant.workers.alerting.channels.signing import secret_problem
 
 Environment = Literal["development", "test", "staging", "production"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
@@ -124,6 +159,300 @@ def _split_csv(value: Any) -> Any:
     return value
 
 
+def mask_endpoint(url: str) -> str:
+    """``scheme://host[:port]/****``: what may be shown of a URL whose path is a credential."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return MASK
+    if not parts.scheme or not host:
+        return MASK
+    if ":" in host:
+        host = f"[{host}]"
+    hidden = parts.path not in ("", "/") or parts.query or parts.fragment or parts.username
+    return f"{parts.scheme}://{host}{port}" + (f"/{MASK}" if hidden else "")
+
+
+def _is_loopback(host: str) -> bool:
+    """``localhost`` or a loopback address (127.0.0.0/8, ::1): where plain http may go."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_http_url(url: str, what: str) -> str:
+    """An https URL (http to loopback only) with a host and nothing that could break the
+    request line; the ValueError shows the URL masked (an alert body names failing tasks and
+    their errors, and a Slack URL is itself a credential)."""
+    if not isinstance(url, str) or not url:
+        raise ValueError(f"{what}: no URL given")
+    if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in url):
+        raise ValueError(f"{what}: URL {mask_endpoint(url)} contains whitespace or controls")
+    try:
+        parts = urlsplit(url)
+        _ = parts.port
+    except ValueError:
+        raise ValueError(f"{what}: unparseable URL {mask_endpoint(url)}") from None
+    if parts.scheme not in {"http", "https"}:
+        raise ValueError(f"{what}: URL must be https (got {parts.scheme or 'none'!r})")
+    if not parts.hostname:
+        raise ValueError(f"{what}: URL {mask_endpoint(url)} has no host")
+    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        raise ValueError(
+            f"{what}: URL {mask_endpoint(url)} must be https (plain http only to a loopback host)"
+        )
+    return url
+
+
+# --- Alert channels (ALERT_*) ----------------------------------------------------------------
+
+#: The alert channels' variables are this prefix + the field name of AlertChannelSettings.
+ALERT_ENV_PREFIX: Final = "ALERT_"
+#: Seconds one send to a channel may take: long enough for a slow SMTP relay, short enough
+#: that a dead endpoint does not hold a sender thread for long.
+ALERT_CHANNEL_TIMEOUT_S: Final = 5.0
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+# Never echoed in an error: secrets, and URLs whose path may be a credential (their checks show
+# them masked).
+_UNSHOWN_ALERT_FIELDS = frozenset(
+    {"smtp_password", "webhook_secret", "slack_webhook_url", "webhook_url"}
+)
+
+
+def _check_addresses(addresses: tuple[str, ...]) -> None:
+    """Refuse what cannot go in a From or To header (the error shows the variable's value)."""
+    for address in addresses:
+        if "@" not in address or "," in address or any(ch.isspace() for ch in address):
+            raise ValueError("must hold e-mail addresses")
+
+
+class AlertChannelSettings(BaseModel):
+    """Where alerts go: e-mail, Slack, a signed webhook (each optional; the log always).
+
+    Each field is read from ``ALERT_`` + its name in upper case (``smtp_host`` from
+    ALERT_SMTP_HOST); a blank value is an unset one. Every check runs when the settings load,
+    so a channel configured in part stops start-up with one line naming the variable.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    smtp_host: str | None = None
+    # None: the usual port of the TLS mode (email_port).
+    smtp_port: int | None = None
+    smtp_from: str | None = None
+    smtp_to: tuple[str, ...] = ()
+    smtp_user: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = False
+    smtp_ssl: bool = False
+    slack_webhook_url: str | None = None
+    webhook_url: str | None = None
+    webhook_secret: SecretStr | None = None
+    channel_timeout: float = ALERT_CHANNEL_TIMEOUT_S
+
+    @classmethod
+    def variable(cls, field: str) -> str:
+        """The environment variable of ``field`` (``smtp_host`` -> ``ALERT_SMTP_HOST``)."""
+        return ALERT_ENV_PREFIX + field.upper()
+
+    @classmethod
+    def from_variables(cls, variables: Mapping[str, str | None]) -> AlertChannelSettings:
+        """The settings held by ``variables`` (an environment: ``ALERT_SMTP_HOST``, ...);
+        ConfigError, naming the variable, when a value is bad."""
+        try:
+            return cls.model_validate(_alert_values(variables))
+        except ValidationError as exc:
+            raise _config_error(exc, within=("alert_channels",)) from None
+
+    @field_validator("smtp_host", "smtp_from", "smtp_user", "slack_webhook_url", "webhook_url",
+                     mode="before")  # fmt: skip
+    @classmethod
+    def _blank_text_is_unset(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return value.strip() or None
+        return value
+
+    @field_validator("smtp_password", "webhook_secret", mode="before")
+    @classmethod
+    def _blank_secret_is_unset(cls, value: Any) -> Any:
+        # Kept as given otherwise: spaces may be part of a password.
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("smtp_port", mode="before")
+    @classmethod
+    def _port_number(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = value.strip()
+            if not value:
+                return None
+            if not (value.isascii() and value.isdigit()):
+                raise ValueError("must be a port number 1-65535")
+            value = int(value)
+        if isinstance(value, int) and not 0 < value < 65536:
+            raise ValueError("must be a port number 1-65535")
+        return value
+
+    @field_validator("smtp_starttls", "smtp_ssl", mode="before")
+    @classmethod
+    def _flag(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        word = value.strip().lower()
+        if not word or word in _FALSE:
+            return False
+        if word in _TRUE:
+            return True
+        raise ValueError("must be true or false")
+
+    @field_validator("smtp_to", mode="before")
+    @classmethod
+    def _address_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(r for r in (part.strip() for part in value.split(",")) if r)
+        return value
+
+    @field_validator("channel_timeout", mode="before")
+    @classmethod
+    def _seconds(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            if not value.strip():
+                return ALERT_CHANNEL_TIMEOUT_S
+            try:
+                value = float(value)
+            except ValueError:
+                raise ValueError("must be a number of seconds") from None
+        if isinstance(value, int | float) and not (math.isfinite(value) and value > 0):
+            raise ValueError("must be a positive number of seconds")
+        return value
+
+    @field_validator("smtp_host")
+    @classmethod
+    def _host_name(cls, value: str | None) -> str | None:
+        if value is not None and any(ch.isspace() for ch in value):
+            raise ValueError("must be a host name")
+        return value
+
+    @field_validator("smtp_from")
+    @classmethod
+    def _sender(cls, value: str | None) -> str | None:
+        _check_addresses(() if value is None else (value,))
+        return value
+
+    @field_validator("smtp_to")
+    @classmethod
+    def _recipients(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        _check_addresses(value)
+        return value
+
+    @field_validator("slack_webhook_url")
+    @classmethod
+    def _slack_url(cls, value: str | None) -> str | None:
+        return None if value is None else check_http_url(value, "Slack webhook")
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _webhook_url(cls, value: str | None) -> str | None:
+        return None if value is None else check_http_url(value, "webhook")
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _signing_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        problem = None if value is None else secret_problem(value.get_secret_value())
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    @model_validator(mode="after")
+    def _complete_channels(self) -> AlertChannelSettings:
+        # The messages name the variables themselves: several are involved in each.
+        v = self.variable
+        smtp = [f for f in type(self).model_fields if f.startswith("smtp_") and getattr(self, f)]
+        if smtp:
+            because = f"for e-mail alerts (set: {', '.join(v(f) for f in smtp)})"
+            for field in ("smtp_host", "smtp_from", "smtp_to"):
+                if not getattr(self, field):
+                    raise ValueError(f"{v(field)} is required {because}")
+        if self.smtp_starttls and self.smtp_ssl:
+            raise ValueError(
+                f"{v('smtp_starttls')} and {v('smtp_ssl')} exclude each other: pick one"
+            )
+        if self.smtp_user and not self.smtp_password:
+            raise ValueError(f"{v('smtp_password')} is required when {v('smtp_user')} is set")
+        if self.smtp_password and not self.smtp_user:
+            raise ValueError(f"{v('smtp_user')} is required when {v('smtp_password')} is set")
+        if self.smtp_user and not (self.smtp_starttls or self.smtp_ssl):
+            raise ValueError(
+                f"{v('smtp_user')}/{v('smtp_password')} need {v('smtp_starttls')}=true or"
+                f" {v('smtp_ssl')}=true: without TLS the password would go out in clear text"
+            )
+        if self.webhook_url and not self.webhook_secret:
+            raise ValueError(f"{v('webhook_secret')} is required when {v('webhook_url')} is set")
+        if self.webhook_secret and not self.webhook_url:
+            raise ValueError(f"{v('webhook_url')} is required when {v('webhook_secret')} is set")
+        return self
+
+    @property
+    def email_port(self) -> int:
+        """ALERT_SMTP_PORT, else the usual port of the TLS mode: 465 SSL, 587 STARTTLS, 25."""
+        if self.smtp_port is not None:
+            return self.smtp_port
+        return 465 if self.smtp_ssl else 587 if self.smtp_starttls else 25
+
+    def safe_dict(self) -> dict[str, Any]:
+        """Every field, secrets as ``**********`` and webhook URLs as scheme and host."""
+        data = self.model_dump(mode="json")
+        for field in ("slack_webhook_url", "webhook_url"):
+            if data[field]:
+                data[field] = mask_endpoint(data[field])
+        return data
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={v!r}" for k, v in self.safe_dict().items())
+        return f"AlertChannelSettings({fields})"
+
+    __str__ = __repr__
+
+    def __rich_repr__(self) -> Iterator[tuple[str, Any]]:
+        """What rich's pretty printer shows: the masked settings (pydantic's would not mask)."""
+        yield from self.safe_dict().items()
+
+
+def _alert_values(variables: Mapping[str, str | None]) -> dict[str, str]:
+    """The AlertChannelSettings fields found in ``variables`` (names in any case)."""
+    lowered = {name.lower(): value for name, value in variables.items()}
+    prefix = ALERT_ENV_PREFIX.lower()
+    found = {field: lowered.get(prefix + field) for field in AlertChannelSettings.model_fields}
+    return {field: value for field, value in found.items() if value is not None}
+
+
+class _AlertVariables(PydanticBaseSettingsSource):
+    """The flat ALERT_* variables of one source, as the nested ``alert_channels`` value.
+
+    pydantic-settings would read a nested model from ALERT_CHANNELS__SMTP_HOST; this keeps the
+    names operators already use, from the environment and from ``.env`` alike.
+    """
+
+    def __init__(self, settings_cls: type[BaseSettings], source: PydanticBaseSettingsSource):
+        super().__init__(settings_cls)
+        # EnvSettingsSource (and DotEnvSettingsSource, its subclass, with the .env files the
+        # caller chose) holds every variable it read, names in lower case.
+        self._variables = source.env_vars if isinstance(source, EnvSettingsSource) else {}
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        """Unused: ``__call__`` reads the whole group at once."""
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        values = _alert_values(self._variables)
+        return {"alert_channels": values} if values else {}
+
+
 class WorkerSettings(BaseSettings):
     """Settings of every worker, beat and CLI process, from the environment and ``.env``."""
 
@@ -162,6 +491,9 @@ class WorkerSettings(BaseSettings):
     alert_rules_file: Path | None = None
     # How often alert windows are re-evaluated without a task event (resolves, backlog, offline).
     alert_eval_interval: float = Field(default=c.ALERT_EVAL_INTERVAL_S, gt=0)
+    # Where alerts go: ALERT_SMTP_*, ALERT_SLACK_WEBHOOK_URL, ALERT_WEBHOOK_URL/SECRET,
+    # ALERT_CHANNEL_TIMEOUT (flat names, read by _AlertVariables; see AlertChannelSettings).
+    alert_channels: AlertChannelSettings = Field(default_factory=AlertChannelSettings)
     scheduler_enabled: bool = True
 
     task_time_limit: int = Field(default=c.TASK_TIME_LIMIT_S, ge=1)
@@ -192,6 +524,26 @@ class WorkerSettings(BaseSettings):
     log_file_patterns: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["*.log", "*.log.*", "*.log.gz"]
     )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """pydantic-settings' sources in its order (arguments, environment, ``.env``, secrets
+        directory), each environment source followed by its flat ALERT_* variables."""
+        return (
+            init_settings,
+            _AlertVariables(settings_cls, env_settings),
+            env_settings,
+            _AlertVariables(settings_cls, dotenv_settings),
+            dotenv_settings,
+            file_secret_settings,
+        )
 
     _split = field_validator(
         "worker_queue",
@@ -296,6 +648,7 @@ class WorkerSettings(BaseSettings):
     def safe_dict(self) -> dict[str, Any]:
         """Every setting, with secrets in URLs masked: what may be printed or logged."""
         data = self.model_dump(mode="json")
+        data["alert_channels"] = self.alert_channels.safe_dict()
         return {k: mask_url(v) if isinstance(v, str) else v for k, v in data.items()}
 
     def __repr__(self) -> str:
@@ -309,23 +662,41 @@ class WorkerSettings(BaseSettings):
         yield from self.safe_dict().items()
 
 
-def _describe(error: dict[str, Any]) -> str:
-    """Turn one pydantic error into 'VARIABLE: reason (got 'value')'."""
+def _describe(error: Mapping[str, Any]) -> str:
+    """Turn one pydantic error into 'VARIABLE: reason (got 'value')'.
+
+    An error of no single field (a model validator's) is its reason alone: those reasons name
+    their variables themselves.
+    """
     loc = [str(part) for part in error.get("loc", ())]
-    name = loc[0].upper() if loc else "settings"
     reason = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
+    prefix, unshown = "", frozenset[str]()
+    if loc[:1] == ["alert_channels"]:
+        loc, prefix, unshown = loc[1:], ALERT_ENV_PREFIX, _UNSHOWN_ALERT_FIELDS
+    if not loc:
+        return reason
     got = error.get("input")
-    shown = "" if not loc or isinstance(got, dict) else f" (got {mask_url(str(got))!r})"
-    return f"{name}: {reason}{shown}"
+    hidden = loc[0] in unshown or isinstance(got, dict)
+    shown = "" if hidden else f" (got {mask_url(str(got))!r})"
+    return f"{prefix}{loc[0].upper()}: {reason}{shown}"
+
+
+def _config_error(exc: ValidationError, *, within: tuple[str, ...] = ()) -> ConfigError:
+    """One ConfigError for all of ``exc``: one line per error, each naming its variable."""
+    lines = [_describe({**err, "loc": (*within, *err["loc"])}) for err in exc.errors()]
+    return ConfigError("invalid configuration: " + "; ".join(lines))
 
 
 def load_settings(**overrides: Any) -> WorkerSettings:
-    """Read and validate the settings; raise ConfigError with one line per bad variable."""
+    """Read and validate the settings; raise ConfigError with one line per bad variable.
+
+    ``overrides`` are fields (``alert_channels`` takes an AlertChannelSettings or a dict of its
+    fields) and pydantic-settings' options, such as ``_env_file``.
+    """
     try:
         return WorkerSettings(**overrides)
     except ValidationError as exc:
-        lines = [_describe(dict(err)) for err in exc.errors()]
-        raise ConfigError("invalid configuration: " + "; ".join(lines)) from None
+        raise _config_error(exc) from None
 
 
 @functools.lru_cache(maxsize=1)

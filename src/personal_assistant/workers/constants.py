@@ -80,8 +80,6 @@ RETRY_BACKOFF_BASE_S: Final = 2.0
 RETRY_BACKOFF_MAX_S: Final = 600.0
 
 # --- Dead letters -----------------------------------------------------------------------------
-DLQ_KEY: Final = "pa:dlq"  # hash id -> entry; the index below orders it.
-DLQ_INDEX_KEY: Final = "pa:dlq:index"  # sorted set id -> failed-at timestamp.
 # Bounded so a failure storm cannot fill Redis (which runs with noeviction); oldest go first.
 DLQ_MAX_ENTRIES: Final = 10_000
 # Long reprs of args would bloat every entry; the traceback is what an operator reads.
@@ -109,9 +107,6 @@ BEAT_MAX_LOOP_INTERVAL_S: Final = 30
 # Windows age and backlog/offline conditions change without task events: re-check every 15 s,
 # a quarter of the shortest sensible window (1 min), so a resolve is late by at most that.
 ALERT_EVAL_INTERVAL_S: Final = 15.0
-ALERT_STATE_KEY: Final = "pa:alerts:state"  # the periodic evaluator's rule state (JSON)
-ALERT_LOCK_KEY: Final = "pa:alerts:lock"  # one periodic evaluator at a time
-ALERT_TOKEN_PREFIX: Final = "pa:alerts:sent:"  # noqa: S105 - a key prefix; one sender per alert
 
 # --- Input limits (issue 11: trust no input) -------------------------------------------------
 # A workflow definition, file or dict: thousands of tasks fit in a megabyte; it is stored as one

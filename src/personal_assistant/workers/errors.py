@@ -1,14 +1,14 @@
 """What failed, and whether retrying can help: the error taxonomy every task's retry decision uses.
 
 A task raises ``TransientError`` for what may pass on its own and ``PermanentError`` for what
-retrying cannot fix; other exceptions are classified by type in ``is_transient``.
+retrying cannot fix; other exceptions are classified by type in ``is_transient``. Clients of
+other libraries add their own transient types through ``also`` (redis_clients.py names
+redis-py's), so this module stays free of any client library.
 """
 
 from __future__ import annotations
 
 import socket
-
-import redis
 
 
 class TransientError(Exception):
@@ -28,8 +28,6 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     TimeoutError,
     socket.timeout,
     OSError,
-    redis.ConnectionError,
-    redis.TimeoutError,
 )
 PERMANENT_OS_ERRORS: tuple[type[BaseException], ...] = (
     FileNotFoundError,
@@ -39,8 +37,8 @@ PERMANENT_OS_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-def is_transient(exc: BaseException) -> bool:
-    """True when ``exc`` is worth retrying."""
+def is_transient(exc: BaseException, also: tuple[type[BaseException], ...] = ()) -> bool:
+    """True when ``exc`` is worth retrying: a transient type here or in ``also``."""
     if isinstance(exc, (PermanentError, *PERMANENT_OS_ERRORS)):
         return False
-    return isinstance(exc, TRANSIENT_ERRORS)
+    return isinstance(exc, (*TRANSIENT_ERRORS, *also))

@@ -20,7 +20,14 @@ from redis.retry import Retry
 
 from personal_assistant.workers import constants as c
 
-__all__ = ["client_for", "close_all", "probe_client"]
+__all__ = ["REDIS_TRANSIENT_ERRORS", "client_for", "close_all", "probe_client"]
+
+# redis-py's errors worth retrying a task for (its ConnectionError is not the built-in one): a
+# server restarting or briefly unreachable. Passed to errors.is_transient by the task base.
+REDIS_TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+)
 
 _clients: dict[str, redis.Redis] = {}
 _lock = threading.Lock()

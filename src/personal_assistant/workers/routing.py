@@ -9,25 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from kombu.entity import Exchange, Queue
-
 from personal_assistant.workers import constants as c
 
 # Module of each queue's tasks; a task's queue is decided by the module that defines it.
 QUEUE_MODULES: dict[str, str] = {queue: f"{c.TASKS_PACKAGE}.{queue}" for queue in c.QUEUES}
-
-
-def task_queues() -> list[Queue]:
-    """One direct exchange and queue per domain (the names are the public contract)."""
-    return [
-        Queue(
-            name,
-            Exchange(name, type="direct"),
-            routing_key=name,
-            queue_arguments={"x-max-priority": c.PRIORITY_MAX},
-        )
-        for name in c.QUEUES
-    ]
 
 
 def task_routes() -> dict[str, dict[str, Any]]:

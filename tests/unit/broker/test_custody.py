@@ -10,11 +10,12 @@ from typing import Any, cast
 import pytest
 import redis
 
+from personal_assistant.workers import keys
 from personal_assistant.workers.broker import custody, poison
 from personal_assistant.workers.broker.custody import CustodyKeys, Orphan, wake_key
 
-KEYS = CustodyKeys("unacked", "unacked_index")
-SEP = "\x06\x16"
+KEYS = CustodyKeys()  # kombu's default unacked names, our owner and consumers keys
+SEP = keys.PRIORITY_SEPARATOR
 NOW = 1_700_000_000.25
 
 
@@ -219,7 +220,7 @@ def test_an_item_that_is_not_json_is_held_as_a_poison_envelope(redis_client: red
     assert number == 1
     assert tag.startswith("poison-worker-7-")
     assert envelope["body"] == "{not json"
-    assert envelope["headers"] == {"pa_poison": "not_json", "pa_poison_size": 9}
+    assert envelope["headers"] == {keys.POISON_HEADER: "not_json", keys.POISON_SIZE_HEADER: 9}
     assert envelope["properties"] == {
         "delivery_tag": tag,
         "priority": 0,
@@ -239,7 +240,7 @@ def test_json_that_is_not_an_object_is_poison_as_not_json(
 
     envelope = decode_poison(fetch_one(redis_client)[2])
 
-    assert envelope["headers"]["pa_poison"] == "not_json"
+    assert envelope["headers"][keys.POISON_HEADER] == "not_json"
 
 
 @pytest.mark.parametrize(
@@ -264,7 +265,10 @@ def test_a_json_object_without_a_delivery_tag_and_info_is_poison_as_malformed(
 
     envelope = decode_poison(raw)
     assert tag.startswith("poison-")
-    assert envelope["headers"] == {"pa_poison": "malformed", "pa_poison_size": len(item)}
+    assert envelope["headers"] == {
+        keys.POISON_HEADER: "malformed",
+        keys.POISON_SIZE_HEADER: len(item),
+    }
     assert envelope["body"] == item
 
 
@@ -279,9 +283,9 @@ def test_an_item_over_the_size_limit_is_poison_cut_to_the_kept_bytes_with_its_ta
     envelope = decode_poison(raw)
     assert tag.startswith("poison-")
     assert envelope["headers"] == {
-        "pa_poison": "too_large",
-        "pa_poison_size": len(stored),
-        "pa_poison_tail": stored[-4096:],
+        keys.POISON_HEADER: "too_large",
+        keys.POISON_SIZE_HEADER: len(stored),
+        keys.POISON_TAIL_HEADER: stored[-4096:],
     }
     assert envelope["body"] == stored[:100]
     assert poison.named_in_tail(envelope["headers"]) == (None, None)  # this one names no task

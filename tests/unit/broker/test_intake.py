@@ -189,7 +189,7 @@ def test_a_poison_envelope_from_the_fetch_is_rejected_with_its_reason(
 ) -> None:
     redis_client.lpush("q", b"{not json")
     command = custody.fetch_command(
-        CustodyKeys("unacked", "unacked_index"),
+        CustodyKeys(),
         ["q"],
         ["q"],
         now=1.0,

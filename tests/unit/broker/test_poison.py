@@ -13,6 +13,7 @@ from celery.utils.functional import head_from_fun
 from celery.utils.time import maybe_iso8601
 from kombu.utils.json import dumps
 
+from personal_assistant.workers import keys
 from personal_assistant.workers.broker import poison
 from personal_assistant.workers.broker.poison import (
     HEADER_TYPES,
@@ -83,7 +84,7 @@ def test_the_headers_celery_writes_pass_the_screen(celery_headers: dict[str, Any
 def test_celery_headers_with_this_projects_publish_time_pass_the_screen(
     celery_headers: dict[str, Any],
 ) -> None:
-    assert screen_headers({**celery_headers, "pa_published_at": 1_700_000_000.5}) is None
+    assert screen_headers({**celery_headers, keys.PUBLISHED_AT_HEADER: 1_700_000_000.5}) is None
 
 
 @pytest.mark.parametrize("name", sorted(HEADER_TYPES))

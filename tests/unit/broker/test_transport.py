@@ -16,12 +16,8 @@ from kombu.connection import Connection
 from kombu.entity import Exchange, Queue
 from kombu.messaging import Consumer, Producer
 
+from personal_assistant.workers import keys
 from personal_assistant.workers.broker import transport
-from personal_assistant.workers.broker.custody import (
-    CONSUMERS_KEY,
-    OWNER_KEY,
-    wake_key,
-)
 from personal_assistant.workers.broker.priority import (
     PRIORITY_STEPS,
     redis_bucket_for,
@@ -106,16 +102,16 @@ def queued(client: redis.Redis) -> list[dict[str, Any]]:
 
 
 def owner_of(client: redis.Redis, tag: str) -> str | None:
-    owner = cast("bytes | None", client.hget(OWNER_KEY, tag))
+    owner = cast("bytes | None", client.hget(keys.BROKER_OWNER_KEY, tag))
     return owner.decode() if owner is not None else None
 
 
 def custody_size(client: redis.Redis) -> tuple[int, int, int]:
     """Entries in ``unacked``, ``unacked_index`` and the owner hash."""
     return (
-        int(client.hlen("unacked")),
-        int(client.zcard("unacked_index")),
-        int(client.hlen(OWNER_KEY)),
+        int(client.hlen(keys.KOMBU_UNACKED_KEY)),
+        int(client.zcard(keys.KOMBU_UNACKED_INDEX_KEY)),
+        int(client.hlen(keys.BROKER_OWNER_KEY)),
     )
 
 
@@ -126,7 +122,7 @@ def test_a_published_message_lands_in_its_priority_list_and_wakes_its_queue(
 
     lengths = [int(redis_client.llen(name)) for name in LISTS]
     assert lengths == [int(i == redis_bucket_for(3)) for i in range(len(LISTS))]
-    assert redis_client.lrange(wake_key(QUEUE), 0, -1) == [b""]
+    assert redis_client.lrange(keys.broker_wake_key(QUEUE), 0, -1) == [b""]
 
 
 def test_a_message_that_is_not_a_task_wakes_nobody(
@@ -136,7 +132,7 @@ def test_a_message_that_is_not_a_task_wakes_nobody(
     publish(connect(), {"reply": 1}, task=False)
 
     assert sum(int(redis_client.llen(name)) for name in LISTS) == 1
-    assert redis_client.exists(wake_key(QUEUE)) == 0
+    assert redis_client.exists(keys.broker_wake_key(QUEUE)) == 0
 
 
 def test_a_consumed_message_is_in_custody_before_the_callback_and_an_ack_removes_it(
@@ -148,7 +144,9 @@ def test_a_consumed_message_is_in_custody_before_the_callback_and_an_ack_removes
 
     def on_message(message: Any) -> None:
         tag = message.delivery_tag
-        seen.append((bool(redis_client.hexists("unacked", tag)), owner_of(redis_client, tag)))
+        seen.append(
+            (bool(redis_client.hexists(keys.KOMBU_UNACKED_KEY, tag)), owner_of(redis_client, tag))
+        )
         message.ack()
 
     with consumer(conn, on_message):
@@ -214,7 +212,7 @@ def test_a_message_delivered_but_not_acked_goes_back_when_the_connection_closes(
     assert back["properties"]["delivery_tag"] == received[0].delivery_tag
     assert back["headers"]["redelivered"] is True
     assert custody_size(redis_client) == (0, 0, 0)
-    assert redis_client.zscore(CONSUMERS_KEY, consumer_id) is None
+    assert redis_client.zscore(keys.BROKER_CONSUMERS_KEY, consumer_id) is None
 
 
 def test_a_higher_priority_message_is_consumed_before_a_lower_one(
@@ -251,7 +249,7 @@ def test_a_no_ack_consumer_gets_messages_without_any_custody(
 
     assert custody_seen == [(0, 0, 0)]
     assert queued(redis_client) == []
-    assert redis_client.zscore(CONSUMERS_KEY, channel_of(conn).consumer_id) is None
+    assert redis_client.zscore(keys.BROKER_CONSUMERS_KEY, channel_of(conn).consumer_id) is None
 
 
 def test_basic_get_fetches_a_message_into_custody_and_its_ack_releases_it(
@@ -333,9 +331,9 @@ def test_an_item_that_is_not_json_is_delivered_as_poison_and_consuming_goes_on(
 
     (poison_tag, poison_headers, poison_body), (_, good_headers, good_body) = received
     assert poison_tag.startswith(f"poison-{channel_of(conn).consumer_id}-")
-    assert poison_headers == {"pa_poison": "not_json", "pa_poison_size": 10}
+    assert poison_headers == {keys.POISON_HEADER: "not_json", keys.POISON_SIZE_HEADER: 10}
     assert poison_body == b"\x00 not json"
-    assert "pa_poison" not in good_headers
+    assert keys.POISON_HEADER not in good_headers
     assert json.loads(good_body) == {"n": 1}
     assert custody_size(redis_client) == (0, 0, 0)
 
@@ -355,7 +353,7 @@ def test_undecodable_bytes_in_a_poison_message_are_delivered_as_hex_escapes(
         conn.drain_events(timeout=2)
 
     [message] = received
-    assert message.headers["pa_poison"] == "not_json"
+    assert message.headers[keys.POISON_HEADER] == "not_json"
     assert message.body == b"caf\\xe9 \\xff"
 
 
@@ -387,7 +385,7 @@ def test_json_with_a_lone_surrogate_escape_is_delivered_as_poison(
         conn.drain_events(timeout=2)
 
     [message] = received
-    assert message.headers == {"pa_poison": "not_json", "pa_poison_size": len(raw)}
+    assert message.headers == {keys.POISON_HEADER: "not_json", keys.POISON_SIZE_HEADER: len(raw)}
     assert message.delivery_tag != "t-crafted"
     assert custody_size(redis_client) == (0, 0, 0)
 
@@ -414,7 +412,7 @@ def test_a_requeued_poison_message_comes_back_with_its_reason(
         conn.drain_events(timeout=2)
 
     first, again = received
-    assert first == {"pa_poison": "malformed", "pa_poison_size": 16}
+    assert first == {keys.POISON_HEADER: "malformed", keys.POISON_SIZE_HEADER: 16}
     assert again == {**first, "redelivered": True}
 
 
@@ -434,7 +432,7 @@ def test_the_messages_of_a_consumer_that_stopped_beating_are_reclaimed_to_their_
     publish(lost, {"n": 1}, priority=6)
     held = hold_one_message(lost)
     lost_id = channel_of(lost).consumer_id
-    redis_client.zadd(CONSUMERS_KEY, {lost_id: 0})  # its last beat, long ago
+    redis_client.zadd(keys.BROKER_CONSUMERS_KEY, {lost_id: 0})  # its last beat, long ago
 
     moved = channel_of(rescuer).reclaim_orphans()
 
@@ -444,7 +442,7 @@ def test_the_messages_of_a_consumer_that_stopped_beating_are_reclaimed_to_their_
     assert back["headers"]["redelivered"] is True
     assert redis_client.llen(LISTS[redis_bucket_for(6)]) == 1
     assert custody_size(redis_client) == (0, 0, 0)
-    assert redis_client.zscore(CONSUMERS_KEY, lost_id) is None
+    assert redis_client.zscore(keys.BROKER_CONSUMERS_KEY, lost_id) is None
     close(lost)  # its own restore at close finds the message gone: no second copy
     assert len(queued(redis_client)) == 1
 
@@ -467,7 +465,7 @@ def test_a_stale_owners_ack_after_a_redelivery_leaves_the_new_owners_custody(
     stale, fresh = connect(), connect()
     publish(stale, {"n": 1})
     old_delivery = hold_one_message(stale)
-    redis_client.zadd(CONSUMERS_KEY, {channel_of(stale).consumer_id: 0})
+    redis_client.zadd(keys.BROKER_CONSUMERS_KEY, {channel_of(stale).consumer_id: 0})
     assert channel_of(fresh).reclaim_orphans() == 1
     new_delivery = hold_one_message(fresh)
     assert new_delivery.delivery_tag == old_delivery.delivery_tag

@@ -11,6 +11,7 @@ import pytest
 import redis
 
 from personal_assistant.workers import constants as c
+from personal_assistant.workers import keys
 from personal_assistant.workers.broker.priority import redis_bucket_for, redis_list_names
 from personal_assistant.workers.dead_letters.queue import DeadLetter, DeadLetterQueue
 from tests.support.worker import APP, worker_env
@@ -50,8 +51,8 @@ def letters(dlq: DeadLetterQueue) -> list[DeadLetter]:
 
 def store_raw(client: redis.Redis, letter_id: str, raw: str, at: float) -> None:
     """Write an entry as someone with access to Redis could, bypassing DeadLetterQueue.add."""
-    client.hset(c.DLQ_KEY, letter_id, raw)
-    client.zadd(c.DLQ_INDEX_KEY, {letter_id: at})
+    client.hset(keys.DLQ_KEY, letter_id, raw)
+    client.zadd(keys.DLQ_INDEX_KEY, {letter_id: at})
 
 
 def dlq_cli(
@@ -197,7 +198,7 @@ def test_list_skips_a_non_json_entry_and_names_it_on_stderr(
     assert letters[1].id in proc.stdout
     assert "1 unreadable entry skipped: broken; see `dlq show broken`" in proc.stderr
     assert "Traceback" not in proc.stderr
-    assert redis_client.hget(c.DLQ_KEY, "broken") == b"{not json"
+    assert redis_client.hget(keys.DLQ_KEY, "broken") == b"{not json"
 
 
 def test_list_as_json_prints_only_readable_entries_and_counts_the_skipped_on_stderr(
@@ -253,7 +254,7 @@ def test_purge_of_an_unreadable_entry_removes_it(
 
     assert proc.returncode == 0, proc.stderr
     assert "purged 1 dead letter(s)" in proc.stdout
-    assert redis_client.exists(c.DLQ_KEY, c.DLQ_INDEX_KEY) == 0
+    assert redis_client.exists(keys.DLQ_KEY, keys.DLQ_INDEX_KEY) == 0
 
 
 @pytest.mark.parametrize(
@@ -286,6 +287,6 @@ def test_replay_of_a_tampered_entry_is_refused_in_one_line_and_the_entry_stays(
     assert says in line
     assert "it stays in the dead-letter queue" in line
     assert f"replayed {letters[0].id} as task" in proc.stdout
-    assert redis_client.hget(c.DLQ_KEY, bad.id) == raw.encode()
-    assert redis_client.zscore(c.DLQ_INDEX_KEY, bad.id) == bad.failed_at
+    assert redis_client.hget(keys.DLQ_KEY, bad.id) == raw.encode()
+    assert redis_client.zscore(keys.DLQ_INDEX_KEY, bad.id) == bad.failed_at
     assert redis_client.exists("nowhere") == 0

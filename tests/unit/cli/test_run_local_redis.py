@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -11,7 +12,7 @@ from urllib.parse import quote
 import pytest
 import redis
 
-from personal_assistant.workers.cli.run_local import PrivateRedis
+from personal_assistant.workers.cli.run_local import PrivateRedis, broker_answers
 from tests.support.redis_server import free_port, redis_server_binary
 
 # Characters a redis.conf line or a URL would split on, so the quoting is tested too.
@@ -160,3 +161,25 @@ def test_a_link_planted_where_the_config_goes_is_replaced_not_followed(tmp_path:
     assert target.read_text() == "untouched\n"
     assert not server.config_file.is_symlink()
     assert stat.S_IMODE(server.config_file.stat().st_mode) == 0o600
+
+
+def test_a_broker_that_answers_ping_is_found(redis_url: str) -> None:
+    assert broker_answers(redis_url)
+
+
+def test_a_port_nobody_listens_on_is_no_broker_after_a_single_try(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    port = free_port()
+    resolve = socket.getaddrinfo
+    tries: list[object] = []
+
+    def counting(host: object, service: object, *args: object, **kwargs: object) -> object:
+        if service == port:
+            tries.append(service)
+        return resolve(host, service, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(socket, "getaddrinfo", counting)
+
+    assert not broker_answers(f"redis://127.0.0.1:{port}/0")
+    assert len(tries) == 1  # a probe: no retries with backoff before make run starts Redis

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import errno
 import json
-import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -16,6 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from personal_assistant.workers import constants as c
+from personal_assistant.workers import keys, redis_clients
 from personal_assistant.workers.broker.priority import redis_bucket_for, redis_list_names
 from personal_assistant.workers.celery_app import WorkerApp
 from personal_assistant.workers.dead_letters.checks import (
@@ -32,7 +31,6 @@ from personal_assistant.workers.dead_letters.queue import (
     UnreadableDeadLetter,
     UnreadableEntry,
 )
-from personal_assistant.workers.errors import PermanentError, TransientError, is_transient
 
 # Imported before any test makes an app, so the domain tasks are registered in every app made.
 from personal_assistant.workers.tasks import ai_tasks, file_tasks, sync_tasks  # noqa: F401
@@ -106,15 +104,15 @@ def dlq(redis_client: redis.Redis) -> DeadLetterQueue:
 
 def stored_ids(client: redis.Redis) -> tuple[set[str], set[str]]:
     """Ids in the hash and in the index: the two must always agree."""
-    in_hash = {k.decode() for k in cast("list[bytes]", client.hkeys(c.DLQ_KEY))}
-    in_index = {k.decode() for k in cast("list[bytes]", client.zrange(c.DLQ_INDEX_KEY, 0, -1))}
+    in_hash = {k.decode() for k in cast("list[bytes]", client.hkeys(keys.DLQ_KEY))}
+    in_index = {k.decode() for k in cast("list[bytes]", client.zrange(keys.DLQ_INDEX_KEY, 0, -1))}
     return in_hash, in_index
 
 
 def store_raw(client: redis.Redis, letter_id: str, raw: str | bytes, at: float = 1.0) -> None:
     """Write an entry as someone with access to Redis could, bypassing DeadLetterQueue.add."""
-    client.hset(c.DLQ_KEY, letter_id, raw)
-    client.zadd(c.DLQ_INDEX_KEY, {letter_id: at})
+    client.hset(keys.DLQ_KEY, letter_id, raw)
+    client.zadd(keys.DLQ_INDEX_KEY, {letter_id: at})
 
 
 MISSING = object()
@@ -136,7 +134,7 @@ def tampered(client: redis.Redis, original: DeadLetter, **changes: Any) -> bytes
 
 def stored(client: redis.Redis, letter_id: str) -> bytes | None:
     """The entry's bytes as stored, or None."""
-    return cast("bytes | None", client.hget(c.DLQ_KEY, letter_id))
+    return cast("bytes | None", client.hget(keys.DLQ_KEY, letter_id))
 
 
 def queued(client: redis.Redis) -> dict[str, int]:
@@ -146,59 +144,6 @@ def queued(client: redis.Redis) -> dict[str, int]:
 
 
 # --- error classification --------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "exc",
-    [
-        TransientError("503"),
-        ConnectionError("reset"),
-        ConnectionRefusedError("refused"),
-        TimeoutError("slow"),
-        redis.ConnectionError("redis down"),
-        redis.TimeoutError("redis slow"),
-    ],
-    ids=lambda e: type(e).__name__,
-)
-def test_transient_errors_are_retried(exc: BaseException) -> None:
-    assert is_transient(exc) is True
-
-
-@pytest.mark.parametrize(
-    "exc",
-    [
-        PermanentError("bad input"),
-        ValueError("bad value"),
-        KeyError("missing"),
-        FileNotFoundError("gone"),
-        PermissionError("denied"),
-        IsADirectoryError("dir"),
-        RuntimeError("bug"),
-    ],
-    ids=lambda e: type(e).__name__,
-)
-def test_permanent_and_unknown_errors_are_not_retried(exc: BaseException) -> None:
-    assert is_transient(exc) is False
-
-
-def test_a_permanent_error_wins_over_a_transient_base_class() -> None:
-    class PermanentTimeout(PermanentError, TimeoutError):
-        pass
-
-    assert is_transient(PermanentTimeout("never retried")) is False
-
-
-@pytest.mark.parametrize(
-    "exc",
-    [
-        OSError(errno.ENETUNREACH, "Network is unreachable"),
-        OSError(errno.EHOSTUNREACH, "No route to host"),
-        socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution"),
-    ],
-    ids=["ENETUNREACH", "EHOSTUNREACH", "EAI_AGAIN"],
-)
-def test_network_level_os_errors_are_retried(exc: OSError) -> None:
-    assert is_transient(exc) is True
 
 
 # --- entries ---------------------------------------------------------------------------------
@@ -452,7 +397,7 @@ def test_purge_of_everything_empties_the_queue(
 
     assert dlq.purge() == 4
     assert len(dlq) == 0
-    assert redis_client.exists(c.DLQ_KEY, c.DLQ_INDEX_KEY) == 0
+    assert redis_client.exists(keys.DLQ_KEY, keys.DLQ_INDEX_KEY) == 0
 
 
 def test_a_queue_needs_a_redis_url() -> None:
@@ -460,15 +405,15 @@ def test_a_queue_needs_a_redis_url() -> None:
         DeadLetterQueue.from_url("amqp://guest:guest@rabbit:5672//")
 
 
-def test_a_queue_from_url_talks_to_that_redis(redis_url: str, redis_client: redis.Redis) -> None:
+def test_a_queue_from_url_talks_to_that_redis_through_the_shared_client(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
     dlq = DeadLetterQueue.from_url(redis_url, max_entries=5)
-    try:
-        dlq.add(letter(1))
-    finally:
-        dlq.client.close()
+    dlq.add(letter(1))
 
-    assert redis_client.zcard(c.DLQ_INDEX_KEY) == 1
+    assert redis_client.zcard(keys.DLQ_INDEX_KEY) == 1
     assert dlq.max_entries == 5
+    assert dlq.client is redis_clients.client_for(redis_url)
 
 
 def test_list_skips_an_entry_that_is_not_json_and_reports_it(
@@ -558,7 +503,7 @@ def test_replay_publishes_to_the_original_queue_and_priority_and_removes_the_ent
     message = json.loads(redis_client.lindex(bucket_list, 0))  # type: ignore[arg-type]
     assert message["headers"]["task"] == SYNC_PROBE
     assert message["headers"]["id"] == new_id
-    assert message["headers"]["dlq_replay_of"] == original.id
+    assert message["headers"][keys.DLQ_REPLAY_OF_HEADER] == original.id
     assert message["headers"]["argsrepr"] == repr(original.args)
     assert len(dlq) == 0
 
@@ -637,7 +582,7 @@ def test_a_letter_replayed_by_many_operators_at_once_is_sent_exactly_once(
 
     assert sorted(outcomes) == ["new-1"] + ["not found"] * (contenders - 1)
     assert len(app.calls) == 1
-    assert app.calls[0]["headers"] == {"dlq_replay_of": original.id}
+    assert app.calls[0]["headers"] == {keys.DLQ_REPLAY_OF_HEADER: original.id}
     assert len(dlq) == 0
 
 
@@ -735,7 +680,7 @@ def test_an_entry_rewritten_after_its_check_is_not_taken_nor_sent(
 
     def check_then_rewrite(letter_id: str, size: int, raw: bytes) -> DeadLetter:
         checked = check(letter_id, size, raw)
-        redis_client.hset(c.DLQ_KEY, letter_id, rewritten)  # lands between check and take
+        redis_client.hset(keys.DLQ_KEY, letter_id, rewritten)  # lands between check and take
         return checked
 
     monkeypatch.setattr(DeadLetterQueue, "_letter", staticmethod(check_then_rewrite))

@@ -9,7 +9,12 @@ from typing import Any
 import pytest
 from celery import signals
 
-from personal_assistant.workers.hooks.registry import HookRegistry, WorkerHook, publishing
+from personal_assistant.workers.hooks.registry import (
+    HookOrderError,
+    HookRegistry,
+    WorkerHook,
+    publishing,
+)
 
 
 class SuccessRecorder(WorkerHook):
@@ -263,3 +268,44 @@ def test_a_removed_hook_no_longer_receives_project_events(registry: HookRegistry
 
     assert isinstance(recorder, RejectionRecorder)
     assert recorder.seen == []
+
+
+class Provider(WorkerHook):
+    """Sets something up at task success that the dependent hook uses at the same signal."""
+
+    name = "provider"
+
+    def __init__(self, log: list[str]) -> None:
+        self.log = log
+
+    def on_task_success(self, *, task: Any, result: Any) -> None:
+        self.log.append(self.name)
+
+
+class Dependent(Provider):
+    """Uses what the provider sets up: declares it must be registered after it."""
+
+    name = "dependent"
+    requires = (Provider.name,)
+
+
+def test_a_hook_whose_required_hook_is_missing_is_refused_naming_both(
+    registry: HookRegistry,
+) -> None:
+    with pytest.raises(HookOrderError, match="'dependent' requires 'provider'"):
+        registry.add(Dependent([]))
+
+    assert registry.hooks == ()
+    assert registry.connected_signals() == []
+
+
+def test_a_hook_added_after_the_hook_it_requires_receives_each_signal_after_it(
+    registry: HookRegistry,
+) -> None:
+    log: list[str] = []
+    registry.add(Provider(log))
+    registry.add(Dependent(log))
+
+    fire_success(1)
+
+    assert log == ["provider", "dependent"]

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from personal_assistant.workers.celery_app import create_app
+from personal_assistant.workers.app import create_app
 from personal_assistant.workers.config import load_settings
-from personal_assistant.workers.metrics import recorder as pm
 from personal_assistant.workers.metrics.hook import MetricsHook, PublishTimestampHook
+from personal_assistant.workers.metrics.request import REQUEST_CLASS
 
 
 def test_with_metrics_disabled_no_metrics_hook_or_request_class_is_installed(
@@ -18,7 +18,7 @@ def test_with_metrics_disabled_no_metrics_hook_or_request_class_is_installed(
     assert MetricsHook not in kinds and PublishTimestampHook not in kinds
     assert "before_task_publish" in app.hooks.connected_signals()  # default priority only
     assert app.conf.worker_send_task_events is False
-    assert app.Task.Request != pm.REQUEST_CLASS
+    assert app.Task.Request != REQUEST_CLASS
 
 
 def test_with_metrics_enabled_the_parent_records_through_the_request_class(
@@ -29,4 +29,4 @@ def test_with_metrics_enabled_the_parent_records_through_the_request_class(
     assert {MetricsHook, PublishTimestampHook} <= kinds
     # The request class records in the main process; task events stay off (they cost).
     assert app.conf.worker_send_task_events is False
-    assert app.Task.Request == pm.REQUEST_CLASS
+    assert app.Task.Request == REQUEST_CLASS

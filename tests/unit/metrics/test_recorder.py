@@ -14,7 +14,8 @@ from collections.abc import Iterator
 import pytest
 from prometheus_client import CollectorRegistry, Histogram
 
-from personal_assistant.workers.metrics import recorder as pm
+from personal_assistant.workers.app import WorkerApp
+from personal_assistant.workers.config import load_settings
 from personal_assistant.workers.metrics.child_usage import ChildUsage
 from personal_assistant.workers.metrics.hook import MetricsHook
 from personal_assistant.workers.metrics.recorder import TaskMetricsRecorder
@@ -131,15 +132,18 @@ def test_rejections_are_counted_per_reason() -> None:
     assert sample(recorder, "celery_task_rejected_total", reason="bad_eta", **LABELS) == 1
 
 
-def test_a_rejected_message_reported_by_the_worker_is_counted_under_its_reason() -> None:
+def test_a_rejected_message_reported_by_the_worker_is_counted_in_its_apps_recorder(
+    clean_env: pytest.MonkeyPatch,
+) -> None:
     recorder = TaskMetricsRecorder("w1@host")
-    pm.install_recorder(recorder)
+    app = WorkerApp(load_settings(), set_as_current=False)
+    app.metrics_recorder = recorder  # as MetricsHook installs it at worker init
     try:
-        MetricsHook(app=None).on_message_rejected(
+        MetricsHook(app).on_message_rejected(
             reason="unknown_task", task_name="tests.noop", queue="file_tasks", task_id="x"
         )
     finally:
-        pm.install_recorder(None)
+        app.close()
 
     assert sample(recorder, "celery_task_rejected_total", reason="unknown_task", **LABELS) == 1
 

@@ -14,14 +14,12 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from personal_assistant.workers import constants as c
+from personal_assistant.workers import keys
 from personal_assistant.workers.broker.priority import redis_bucket_for, redis_list_names
 from personal_assistant.workers.celery_app import WorkerApp
 from personal_assistant.workers.metrics.snapshots import (
-    PREV_SUFFIX,
-    SNAPSHOT_INDEX_KEY,
     Snapshot,
     read_snapshots,
-    snapshot_key,
     task_rates,
     write_snapshot,
 )
@@ -176,7 +174,7 @@ def test_a_killed_worker_shows_down_in_time_and_stays_listed_until_retention(
     assert "victim@host" in state(killed_at + 6 * 3600)
     # Pruned once silent for longer than the retention, key and all.
     assert state(killed_at - interval + retention + 1) == {"survivor@host": False}
-    assert redis_client.zscore("pa:workers:seen", "victim@host") is None
+    assert redis_client.zscore(keys.WORKERS_SEEN_KEY, "victim@host") is None
 
 
 def test_info_expires_with_the_retention(
@@ -192,7 +190,7 @@ def test_a_beat_prunes_long_silent_workers_even_if_nobody_reads(
 ) -> None:
     registry.beat("old@host", queues=[c.FILE_QUEUE], pid=1, now=T0)
     registry.beat("new@host", queues=[c.FILE_QUEUE], pid=2, now=T0 + 3601)
-    assert redis_client.zrange("pa:workers:seen", 0, -1) == [b"new@host"]
+    assert redis_client.zrange(keys.WORKERS_SEEN_KEY, 0, -1) == [b"new@host"]
 
 
 def test_forget_marks_a_clean_stop_that_exporters_do_not_list(registry: WorkerRegistry) -> None:
@@ -346,7 +344,7 @@ def test_beat_liveness_age(redis_client: redis.Redis) -> None:
     age = beat.age()
     assert age is not None
     assert age < 5
-    assert redis_client.exists("pa:beat:last_tick")
+    assert redis_client.exists(keys.BEAT_TICK_KEY)
 
 
 # --- Snapshots ----------------------------------------------------------------------------------
@@ -364,7 +362,7 @@ def test_write_snapshot_rotates_current_to_prev(redis_client: redis.Redis) -> No
     assert prev is not None
     assert (prev["ts"], current["ts"]) == (T0, T0 + 20)
     assert task_rates(current, prev) == {"a": pytest.approx(3.0)}
-    ttl = int(redis_client.ttl(snapshot_key("w1@host") + PREV_SUFFIX))
+    ttl = int(redis_client.ttl(keys.metrics_snapshot_prev_key("w1@host")))
     assert 86_000 < ttl <= 86_400
 
 
@@ -383,15 +381,15 @@ def test_read_snapshots_skips_malformed_and_expired(
 ) -> None:
     write_snapshot(redis_client, "good@host", {"a": {"count": 1}}, T0)
     write_snapshot(redis_client, "old@host", {"a": {"count": 1}}, T0 - 90_000)
-    redis_client.zadd(SNAPSHOT_INDEX_KEY, {"bad@host": T0})
-    redis_client.set(snapshot_key("bad@host"), b"{not json")
-    redis_client.zadd(SNAPSHOT_INDEX_KEY, {"nots@host": T0})
-    redis_client.set(snapshot_key("nots@host"), json.dumps({"tasks": {}}))
+    redis_client.zadd(keys.METRICS_SNAPSHOTS_INDEX_KEY, {"bad@host": T0})
+    redis_client.set(keys.metrics_snapshot_key("bad@host"), b"{not json")
+    redis_client.zadd(keys.METRICS_SNAPSHOTS_INDEX_KEY, {"nots@host": T0})
+    redis_client.set(keys.metrics_snapshot_key("nots@host"), json.dumps({"tasks": {}}))
 
     with caplog.at_level(logging.WARNING):
         snapshots = read_snapshots(redis_client, now=T0)
 
     assert list(snapshots) == ["good@host"]
-    assert redis_client.zscore(SNAPSHOT_INDEX_KEY, "old@host") is None
+    assert redis_client.zscore(keys.METRICS_SNAPSHOTS_INDEX_KEY, "old@host") is None
     assert any("malformed" in r.getMessage() for r in caplog.records)
     assert any("without a valid ts" in r.getMessage() for r in caplog.records)

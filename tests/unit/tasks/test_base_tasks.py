@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 import redis
-from celery import Celery
 
 from personal_assistant.workers import constants as c
+from personal_assistant.workers.app import WorkerApp
 from personal_assistant.workers.broker.priority import redis_list_names
-from personal_assistant.workers.celery_app import WorkerApp
+from personal_assistant.workers.config import WorkerSettings, load_settings
 from personal_assistant.workers.dead_letters.queue import DeadLetterQueue
 from personal_assistant.workers.errors import PermanentError, TransientError
 from personal_assistant.workers.tasks import base_tasks, file_tasks
@@ -42,15 +42,31 @@ def bounds(retries: int, base: float, maximum: float) -> tuple[float, float]:
     return low, high
 
 
+MakeApp = Callable[..., WorkerApp]
+
+
 @pytest.fixture
-def unit_app() -> Iterator[Celery]:
-    """A throwaway app (not the current one) to bind test tasks to."""
-    app = Celery("unit-base-tasks", set_as_current=False)
-    yield app
-    app.close()
+def make_app(clean_env: pytest.MonkeyPatch) -> Iterator[MakeApp]:
+    """Throwaway apps (not the current one) with these settings, to bind test tasks to."""
+    apps: list[WorkerApp] = []
+
+    def make(**settings: Any) -> WorkerApp:
+        app = WorkerApp(load_settings(**settings), set_as_current=False)
+        apps.append(app)
+        return app
+
+    yield make
+    for app in apps:
+        app.close()
 
 
-def register(app: Celery, fun: Callable[..., Any], name: str) -> BaseTask:
+@pytest.fixture
+def unit_app(make_app: MakeApp) -> WorkerApp:
+    """A throwaway app with the default settings."""
+    return make_app()
+
+
+def register(app: WorkerApp, fun: Callable[..., Any], name: str) -> BaseTask:
     """``@app.task(base=BaseTask, bind=True)`` without a decorator, for mypy's sake."""
     task: BaseTask = app.task(base=BaseTask, bind=True, shared=False, name=name)(fun)
     return app.tasks[task.name]  # type: ignore[no-any-return]
@@ -108,7 +124,7 @@ def test_backoff_delays_never_shrink_when_the_cap_is_reached() -> None:
 
 
 def test_a_transient_error_is_retried_with_backoff_until_the_task_succeeds(
-    clean_env: pytest.MonkeyPatch, unit_app: Celery
+    clean_env: pytest.MonkeyPatch, unit_app: WorkerApp
 ) -> None:
     asked: list[int] = []
 
@@ -134,9 +150,9 @@ def test_a_transient_error_is_retried_with_backoff_until_the_task_succeeds(
 
 
 def test_a_transient_error_out_of_retries_fails_with_the_original_error(
-    clean_env: pytest.MonkeyPatch, unit_app: Celery
+    clean_env: pytest.MonkeyPatch, make_app: MakeApp
 ) -> None:
-    clean_env.setenv("TASK_MAX_RETRIES", "3")
+    app = make_app(task_max_retries=3)
     clean_env.setattr(base_tasks, "backoff_delay", lambda retries, **kw: 0.0)
     attempts: list[int] = []
 
@@ -144,7 +160,7 @@ def test_a_transient_error_out_of_retries_fails_with_the_original_error(
         attempts.append(self.request.retries)
         raise TransientError(f"attempt {len(attempts)}")
 
-    result = register(unit_app, always_down, "unit.always_down").apply()
+    result = register(app, always_down, "unit.always_down").apply()
 
     assert attempts == [0, 1, 2, 3]
     assert result.state == "FAILURE"
@@ -152,7 +168,7 @@ def test_a_transient_error_out_of_retries_fails_with_the_original_error(
     assert str(result.result) == "attempt 4"
 
 
-def test_a_permanent_error_is_not_retried(clean_env: pytest.MonkeyPatch, unit_app: Celery) -> None:
+def test_a_permanent_error_is_not_retried(unit_app: WorkerApp) -> None:
     attempts: list[int] = []
 
     def broken(self: BaseTask) -> None:
@@ -232,15 +248,24 @@ def test_the_module_task_refuses_a_far_countdown_before_touching_the_broker(
     assert sent == []
 
 
-def test_max_countdown_comes_from_the_environment(
-    clean_env: pytest.MonkeyPatch, probe: BaseTask, redis_client: redis.Redis
+def test_max_countdown_comes_from_the_settings_of_the_tasks_app(
+    make_app: MakeApp, redis_url: str, redis_client: redis.Redis
 ) -> None:
-    clean_env.setenv("MAX_COUNTDOWN", "60")
+    strict = make_app(celery_broker_url=redis_url, max_countdown=60)
+    default = make_app(celery_broker_url=redis_url)
 
     with pytest.raises(ValueError, match=r"exceeds MAX_COUNTDOWN \(60s\)"):
-        probe.apply_async(countdown=61)
+        strict.tasks[PROBE].apply_async(countdown=61)
+    default.tasks[PROBE].apply_async(countdown=61)
 
-    assert queued_messages(redis_client) == 0
+    assert queued_messages(redis_client) == 1
+
+
+def test_a_task_reads_the_settings_of_its_app_not_of_the_process(make_app: MakeApp) -> None:
+    one, other = make_app(task_max_retries=1), make_app(task_max_retries=7)
+
+    assert one.tasks[PROBE].settings is one.settings
+    assert other.tasks[PROBE].settings.task_max_retries == 7
 
 
 # --- progress --------------------------------------------------------------------------------
@@ -258,7 +283,7 @@ class Clock:
 
 @pytest.fixture
 def progress_task(
-    unit_app: Celery, monkeypatch: pytest.MonkeyPatch
+    unit_app: WorkerApp, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[tuple[BaseTask, Clock, list[dict[str, Any]]]]:
     """A task running under a request id, a hand-moved clock, and the states it published."""
 
@@ -339,7 +364,7 @@ def test_a_failure_to_publish_progress_is_logged_not_raised(
 
 
 def test_progress_of_a_task_called_directly_publishes_nothing(
-    unit_app: Celery, monkeypatch: pytest.MonkeyPatch
+    unit_app: WorkerApp, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     published: list[Any] = []
 
@@ -358,14 +383,17 @@ def test_progress_of_a_task_called_directly_publishes_nothing(
 
 
 @pytest.fixture
-def broker_dlq(
-    clean_env: pytest.MonkeyPatch, redis_url: str, redis_client: redis.Redis
-) -> Iterator[DeadLetterQueue]:
-    """Settings pointing at the test Redis, and the dead-letter queue there."""
-    clean_env.setenv("CELERY_BROKER_URL", redis_url)
+def broker_dlq(redis_client: redis.Redis) -> Iterator[DeadLetterQueue]:
+    """The dead-letter queue on the test Redis."""
     base_tasks._dead_letter_queue.cache_clear()
     yield DeadLetterQueue(redis_client)
     base_tasks._dead_letter_queue.cache_clear()
+
+
+@pytest.fixture
+def dlq_app(make_app: MakeApp, redis_url: str) -> WorkerApp:
+    """An app whose broker (and so dead-letter queue) is the test Redis."""
+    return make_app(celery_broker_url=redis_url)
 
 
 def failed(task: BaseTask, *, is_eager: bool = False) -> None:
@@ -385,9 +413,9 @@ def failed(task: BaseTask, *, is_eager: bool = False) -> None:
 
 
 def test_a_final_failure_is_written_to_the_dead_letter_queue(
-    broker_dlq: DeadLetterQueue, unit_app: Celery
+    broker_dlq: DeadLetterQueue, dlq_app: WorkerApp
 ) -> None:
-    task = register(unit_app, noop, "unit.fails")
+    task = register(dlq_app, noop, "unit.fails")
 
     failed(task)
 
@@ -401,9 +429,9 @@ def test_a_final_failure_is_written_to_the_dead_letter_queue(
 
 
 def test_an_eager_failure_is_not_dead_lettered(
-    broker_dlq: DeadLetterQueue, unit_app: Celery
+    broker_dlq: DeadLetterQueue, dlq_app: WorkerApp
 ) -> None:
-    task = register(unit_app, noop, "unit.eager_fails")
+    task = register(dlq_app, noop, "unit.eager_fails")
 
     failed(task, is_eager=True)
 
@@ -411,9 +439,9 @@ def test_an_eager_failure_is_not_dead_lettered(
 
 
 def test_a_task_that_opts_out_of_dead_letters_is_not_dead_lettered(
-    broker_dlq: DeadLetterQueue, unit_app: Celery, monkeypatch: pytest.MonkeyPatch
+    broker_dlq: DeadLetterQueue, dlq_app: WorkerApp, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    task = register(unit_app, noop, "unit.no_dlq")
+    task = register(dlq_app, noop, "unit.no_dlq")
     monkeypatch.setattr(task, "dead_letter", False)
 
     failed(task)
@@ -422,9 +450,9 @@ def test_a_task_that_opts_out_of_dead_letters_is_not_dead_lettered(
 
 
 def test_an_unreachable_dead_letter_queue_is_logged_and_does_not_raise(
-    clean_env: pytest.MonkeyPatch, unit_app: Celery, caplog: pytest.LogCaptureFixture
+    clean_env: pytest.MonkeyPatch, unit_app: WorkerApp, caplog: pytest.LogCaptureFixture
 ) -> None:
-    def unreachable() -> DeadLetterQueue:
+    def unreachable(settings: WorkerSettings) -> DeadLetterQueue:
         raise redis.ConnectionError("no redis")
 
     clean_env.setattr(base_tasks, "dead_letter_queue", unreachable)
@@ -436,7 +464,7 @@ def test_an_unreachable_dead_letter_queue_is_logged_and_does_not_raise(
     assert "could not be written to the dead-letter queue" in caplog.text
 
 
-def test_describe_execution_reports_queue_priority_host_and_retries(unit_app: Celery) -> None:
+def test_describe_execution_reports_queue_priority_host_and_retries(unit_app: WorkerApp) -> None:
     task = register(unit_app, noop, "unit.where")
     task.push_request(
         retries=1, hostname="w@h", delivery_info={"routing_key": c.AI_QUEUE, "priority": 9}

@@ -16,8 +16,11 @@ from typing import Any
 
 import pytest
 
+from personal_assistant.workers.app import WorkerApp
 from personal_assistant.workers.cleanup.tree import CleanupError
+from personal_assistant.workers.config import load_settings
 from personal_assistant.workers.tasks import base_tasks
+from personal_assistant.workers.tasks.base_tasks import BaseTask
 from personal_assistant.workers.tasks.file_tasks import cleanup_temp_files
 from personal_assistant.workers.tasks.maintenance_tasks import cleanup_old_logs
 
@@ -55,14 +58,22 @@ def roots(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> Roots:
     return Roots(temp, logs)
 
 
+def in_app_of_env(task: BaseTask) -> BaseTask:
+    """``task`` in an app built from the environment as it is now, as a worker started now
+    would run it (tasks read their app's settings: set the variables first)."""
+    app = WorkerApp(load_settings(), set_as_current=False)
+    bound: BaseTask = app.tasks[task.name]
+    return bound
+
+
 def run_temp_cleanup(**kwargs: Any) -> dict[str, Any]:
     """Run the task's body in this process, through BaseTask.__call__ (no broker, no backend)."""
-    report: dict[str, Any] = cleanup_temp_files(**kwargs)
+    report: dict[str, Any] = in_app_of_env(cleanup_temp_files)(**kwargs)
     return report
 
 
 def run_log_cleanup(**kwargs: Any) -> dict[str, Any]:
-    report: dict[str, Any] = cleanup_old_logs(**kwargs)
+    report: dict[str, Any] = in_app_of_env(cleanup_old_logs)(**kwargs)
     return report
 
 
@@ -208,7 +219,7 @@ def test_a_bad_request_fails_at_once_without_a_retry(
 
     clean_env.setattr(base_tasks, "backoff_delay", recording_backoff)
 
-    result = cleanup_temp_files.apply(kwargs={"max_age_hours": -1})
+    result = in_app_of_env(cleanup_temp_files).apply(kwargs={"max_age_hours": -1})
 
     assert retries == []
     assert result.state == "FAILURE"
@@ -300,7 +311,7 @@ def test_a_log_cleanup_asking_for_every_file_at_any_age_deletes_only_old_logs(
     make_file(roots.logs / "yesterday.log", timedelta(days=1))  # the setting keeps 14 days
     make_file(roots.logs / "old.log", OLD)
 
-    result = cleanup_old_logs.apply(kwargs={"max_age_days": 0, "patterns": ["*"]})
+    result = in_app_of_env(cleanup_old_logs).apply(kwargs={"max_age_days": 0, "patterns": ["*"]})
 
     assert result.state == "SUCCESS"
     assert files_under(roots.logs) == {"notes.txt", "yesterday.log"}
@@ -309,7 +320,7 @@ def test_a_log_cleanup_asking_for_every_file_at_any_age_deletes_only_old_logs(
 def test_roots_cannot_be_passed_as_an_argument(roots: Roots) -> None:
     make_file(roots.temp / "old.log", OLD)
 
-    result = cleanup_old_logs.apply(kwargs={"roots": [str(roots.temp)]})
+    result = in_app_of_env(cleanup_old_logs).apply(kwargs={"roots": [str(roots.temp)]})
 
     assert result.state == "FAILURE"
     assert isinstance(result.result, TypeError)
@@ -349,7 +360,7 @@ def test_a_bad_log_cleanup_argument_is_refused_naming_it_and_nothing_is_deleted(
     make_file(roots.logs / "old.log", OLD)
     make_file(roots.logs / "notes.txt", OLD)
 
-    result = cleanup_old_logs.apply(kwargs=kwargs)
+    result = in_app_of_env(cleanup_old_logs).apply(kwargs=kwargs)
 
     assert result.state == "FAILURE"
     assert isinstance(result.result, CleanupError)
@@ -372,7 +383,7 @@ def test_a_bad_temp_cleanup_argument_is_refused_naming_it_and_nothing_is_deleted
 ) -> None:
     make_file(roots.temp / "old.bin", OLD)
 
-    result = cleanup_temp_files.apply(kwargs=kwargs)
+    result = in_app_of_env(cleanup_temp_files).apply(kwargs=kwargs)
 
     assert result.state == "FAILURE"
     assert isinstance(result.result, CleanupError)

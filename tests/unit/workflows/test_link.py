@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 from celery import states
@@ -18,6 +18,9 @@ from personal_assistant.workers.workflows import runtime
 from personal_assistant.workers.workflows.hook import WorkflowHook
 from personal_assistant.workers.workflows.link import AdvanceWorkflow, advance_link
 from personal_assistant.workers.workflows.trigger_rules import Status
+
+if TYPE_CHECKING:
+    from personal_assistant.workers.app import WorkerApp
 
 
 def workflow_task(celery_id: str = "celery-1", **headers: Any) -> Any:
@@ -52,8 +55,8 @@ def recorded(monkeypatch: pytest.MonkeyPatch) -> Recorded:
 
 
 def hook_running(task: Any) -> WorkflowHook:
-    app = SimpleNamespace(current_worker_task=task)
-    hook = WorkflowHook(app)
+    app = SimpleNamespace(current_worker_task=task)  # all the hook reads of its app here
+    hook = WorkflowHook(cast("WorkerApp", app))
     hook.on_task_prerun(task=task, task_id=task.request.id, args=(), kwargs={})
     return hook
 
@@ -66,7 +69,7 @@ def test_the_link_survives_the_message_and_is_rebuilt_as_its_own_signature_type(
 
 def test_the_link_hands_the_return_value_to_the_apps_workflow_hook_and_publishes_nothing() -> None:
     seen: list[Any] = []
-    app = SimpleNamespace(_workflow_hook=SimpleNamespace(record_success=seen.append))
+    app = SimpleNamespace(workflow_hook=SimpleNamespace(record_success=seen.append))
     link = Signature.from_dict(advance_link(), app=app)
     assert link.apply_async((42,), parent_id="p", root_id="r", priority=None) is None
     assert seen == [42]

@@ -31,9 +31,7 @@ from personal_assistant.workers.alerting.channels.base import (
     _describe,
 )
 
-# The logger keeps alert_channels' name, where the dispatcher lived before: logging set up for
-# that name still gets the dispatcher's records.
-logger = logging.getLogger("personal_assistant.workers.alerting.channels.webhooks")
+logger = logging.getLogger(__name__)
 DEFAULT_QUEUE_SIZE: Final = 1000
 
 

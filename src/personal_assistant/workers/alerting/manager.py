@@ -1,7 +1,7 @@
 """Task alerting: rules over sliding windows, pending/firing/resolved states, no alert storms.
 
 :meth:`AlertManager.check_alerts` records a metrics snapshot (counts since the previous call,
-see :func:`~.alert_rules_file.observations`) or one hook event in per-rule windows on the
+see :func:`~.rules_file.observations`) or one hook event in per-rule windows on the
 manager's clock, then evaluates every rule: a periodic ``check_alerts({})`` moves alerts from
 pending to firing to resolved. A rule keeps one *group* per label set (its ``labels`` plus the
 ``group_by`` values), so five failures in the window make one alert with ``count`` 5 and the

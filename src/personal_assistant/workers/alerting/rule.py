@@ -1,6 +1,6 @@
 """An alert rule: what it observes, when it holds, what makes one valid, and its durations.
 
-:class:`AlertRule` is the rule as code holds it (``alert_rules_file`` reads it from YAML, and
+:class:`AlertRule` is the rule as code holds it (``rules_file`` reads it from YAML, and
 re-exports everything here); :func:`validate_rule` is the check every rule passes, read from a
 file or built in Python (:meth:`AlertManager.add_rule`). Error messages show values through
 :func:`shown`, so a huge name or number never makes a huge message.

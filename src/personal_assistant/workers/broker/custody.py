@@ -23,21 +23,16 @@ from typing import Any, Final, cast
 
 import redis
 
+from personal_assistant.workers import keys as keyspace
 from personal_assistant.workers.broker import scripts
 
-OWNER_KEY: Final = "pa:broker:owner"  # hash: delivery tag -> "<consumer id> <nonce>"
-CONSUMERS_KEY: Final = "pa:broker:consumers"  # sorted set: consumer id -> last beat (Redis time)
-WAKE_PREFIX: Final = "pa:broker:wake:"  # list per queue: one token per message published
+# keys.broker_wake_key, under the name tests and older callers import it by.
+wake_key = keyspace.broker_wake_key
 # A wake list a restore pushes to expires this long after its last token: its consumers delete
 # it when they find the queue empty, and a queue nobody fetches from would otherwise keep it. A
 # blocked consumer takes a token within milliseconds, and one that misses a token fetches after
 # a second anyway.
 WAKE_TTL_MS: Final = 10_000
-
-
-def wake_key(queue: str) -> str:
-    """The list a consumer blocks on while ``queue`` is empty; producers push a token to it."""
-    return f"{WAKE_PREFIX}{queue}"
 
 
 def new_consumer_id() -> str:
@@ -53,12 +48,13 @@ def owner_id(owner: str | bytes) -> str:
 
 @dataclass(frozen=True)
 class CustodyKeys:
-    """The keys a channel's custody uses (kombu's names are transport options)."""
+    """The keys a channel's custody uses (kombu's names are transport options; the defaults
+    are kombu's defaults)."""
 
-    unacked: str
-    index: str
-    owner: str = OWNER_KEY
-    consumers: str = CONSUMERS_KEY
+    unacked: str = keyspace.KOMBU_UNACKED_KEY
+    index: str = keyspace.KOMBU_UNACKED_INDEX_KEY
+    owner: str = keyspace.BROKER_OWNER_KEY
+    consumers: str = keyspace.BROKER_CONSUMERS_KEY
 
 
 @dataclass(frozen=True)
@@ -109,7 +105,7 @@ def fetch_command(
         keys.owner,
         keys.consumers,
         *lists,
-        *(wake_key(q) for q in queues),
+        *(keyspace.broker_wake_key(q) for q in queues),
     ]
     args = [repr(now), consumer, max_bytes, keep_bytes, len(queues), *queues]
     return ("EVALSHA", FETCH.sha, len(all_keys), *all_keys, *args)

@@ -8,7 +8,7 @@ reason and its raw bytes, counted in ``celery_task_rejected_total{reason}``, and
 and the worker serves the next message.
 
 The transport finds the first three kinds while fetching and wraps the raw bytes in a
-*poison envelope* (scripts.py), a well-formed message marked with the ``pa_poison`` header, so
+*poison envelope* (scripts.py), a well-formed message marked with ``keys.POISON_HEADER``, so
 the message stays in Redis's custody until the worker has dead-lettered it. The rest are found
 by :func:`screen_headers` and :func:`screen_body` before Celery sees the message
 (intake.py). This module is pure: no Redis, no Celery.
@@ -22,12 +22,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-# Header that marks a poison envelope, and the size of the original message.
-POISON_HEADER: Final = "pa_poison"
-POISON_SIZE_HEADER: Final = "pa_poison_size"
-POISON_DETAIL_HEADER: Final = "pa_poison_detail"
-POISON_TAIL_HEADER: Final = "pa_poison_tail"
-POISON_CONTENT_TYPE: Final = "application/x-pa-poison"
+from personal_assistant.workers import keys
+
+# The envelope's header and content-type names (what each holds: keys.py), under the names
+# callers of this module know them by.
+POISON_HEADER: Final = keys.POISON_HEADER
+POISON_SIZE_HEADER: Final = keys.POISON_SIZE_HEADER
+POISON_DETAIL_HEADER: Final = keys.POISON_DETAIL_HEADER
+POISON_TAIL_HEADER: Final = keys.POISON_TAIL_HEADER
+POISON_CONTENT_TYPE: Final = keys.POISON_CONTENT_TYPE
 
 # The reasons, as they appear in the metric label and the dead letter.
 NOT_JSON: Final = "not_json"
@@ -58,8 +61,9 @@ _OPT_STR = (str, type(None))
 _OPT_INT = (int, type(None))
 _NUMBER = (int, float)
 
-# Celery's protocol 2 headers (app/amqp.py: as_task_v2) and the types Celery itself writes.
-# A header outside this table is the producer's own business and passes unchecked.
+# Celery's protocol 2 headers (app/amqp.py: as_task_v2) and the types Celery itself writes, and
+# the publish time this package's producers stamp. A header outside this table is the
+# producer's own business and passes unchecked.
 HEADER_TYPES: Final[Mapping[str, tuple[type, ...]]] = {
     "task": _STR,
     "id": _STR,
@@ -80,7 +84,7 @@ HEADER_TYPES: Final[Mapping[str, tuple[type, ...]]] = {
     "replaced_task_nesting": _OPT_INT,
     "stamped_headers": (list, type(None)),
     "stamps": (dict, type(None)),
-    "pa_published_at": (int, float, type(None)),
+    keys.PUBLISHED_AT_HEADER: (int, float, type(None)),
 }
 
 

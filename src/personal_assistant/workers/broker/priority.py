@@ -20,6 +20,7 @@ from typing import Any
 from kombu.transport import redis as kombu_redis
 
 from personal_assistant.workers import constants as c
+from personal_assistant.workers import keys
 
 PRIORITY_TRANSPORT_PATH = f"{__name__}:PriorityRedisTransport"
 # Ten lists per queue, one per priority, so every level is distinct (kombu's default is 4 steps).
@@ -32,9 +33,9 @@ def redis_bucket_for(priority: int) -> int:
     return c.PRIORITY_MAX - clamped
 
 
-def redis_list_names(queue: str, sep: str = "\x06\x16") -> list[str]:
+def redis_list_names(queue: str, sep: str = keys.PRIORITY_SEPARATOR) -> list[str]:
     """Every Redis list that holds messages of ``queue``, highest priority first."""
-    return [queue if step == 0 else f"{queue}{sep}{step}" for step in PRIORITY_STEPS]
+    return [keys.priority_list_key(queue, step, sep) for step in PRIORITY_STEPS]
 
 
 class PriorityChannel(kombu_redis.Channel):

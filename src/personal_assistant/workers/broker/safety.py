@@ -23,6 +23,7 @@ from typing import Any
 import redis
 
 from personal_assistant.workers import constants as c
+from personal_assistant.workers import redis_clients
 from personal_assistant.workers.config import is_redis_url, mask_url
 from personal_assistant.workers.hooks.registry import WorkerHook
 
@@ -30,6 +31,11 @@ logger = logging.getLogger(__name__)
 
 # sysexits.h EX_CONFIG: the configuration is wrong; restarting the same way cannot help.
 EXIT_CONFIG = 78
+# The check runs once per worker start and tries once (a probe client). A broker that does not
+# answer in time is logged as unchecked and the worker starts anyway, unchecked even in
+# production; so it gets longer than a readiness probe's second: a slow first connection (a TLS
+# handshake with a managed Redis across a network, a busy server) still gets its verdict.
+CHECK_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -99,7 +105,7 @@ class BrokerSafetyHook(WorkerHook):
         if not is_redis_url(url):
             return
         settings = self.app.settings
-        client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+        client = redis_clients.probe_client(url, CHECK_TIMEOUT_S)
         try:
             facts = RedisFacts.read(client)
         except redis.RedisError as exc:

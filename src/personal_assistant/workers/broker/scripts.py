@@ -25,7 +25,18 @@ it writes, and acks only delete. The flag needs Redis 7 (safety.py refuses older
 
 from __future__ import annotations
 
+from string import Template
 from typing import Final
+
+from personal_assistant.workers import keys
+
+
+def _lua(text: str) -> str:
+    """``text`` as a Lua string literal (header names are plain ASCII: anything else is a bug)."""
+    if not (text.isascii() and text.isprintable()) or "'" in text or "\\" in text:
+        raise ValueError(f"not a plain name for a Lua literal: {text!r}")
+    return f"'{text}'"
+
 
 # KEYS: unacked, unacked_index, owner, consumers, then the lists (priority-major, as kombu's
 #       BRPOP orders them), then one wake list per queue.
@@ -33,7 +44,8 @@ from typing import Final
 #       poison body kept, number of queues, then the queue names.
 # Returns false when every list is empty (and deletes the wake lists: nothing to wake for), else
 # {list number, delivery tag, message}: the message as stored, or its poison envelope.
-FETCH: Final = """#!lua flags=allow-oom
+# The poison envelope's header names and content type are keys.py's, substituted below.
+FETCH: Final = Template("""#!lua flags=allow-oom
 local n = tonumber(ARGV[5])
 local nlists = #KEYS - 4 - n
 local clock = redis.call('TIME')
@@ -65,14 +77,14 @@ for i = 1, nlists do
     end
     if reason then
       tag = 'poison-' .. ARGV[2] .. '-' .. clock[1] .. '.' .. clock[2]
-      local headers = {pa_poison = reason, pa_poison_size = #item}
+      local headers = {[$poison] = reason, [$poison_size] = #item}
       if reason == 'too_large' then
         -- kombu writes the headers after the body: the tail names the task.
-        headers['pa_poison_tail'] = string.sub(item, -4096)
+        headers[$poison_tail] = string.sub(item, -4096)
       end
       item = cjson.encode({
         ['body'] = string.sub(item, 1, tonumber(ARGV[4])),
-        ['content-type'] = 'application/x-pa-poison',
+        ['content-type'] = $content_type,
         ['content-encoding'] = 'binary',
         ['headers'] = headers,
         ['properties'] = {
@@ -92,7 +104,12 @@ for j = 1, n do
   redis.call('DEL', KEYS[4 + nlists + j])
 end
 return false
-"""
+""").substitute(
+    poison=_lua(keys.POISON_HEADER),
+    poison_size=_lua(keys.POISON_SIZE_HEADER),
+    poison_tail=_lua(keys.POISON_TAIL_HEADER),
+    content_type=_lua(keys.POISON_CONTENT_TYPE),
+)
 
 # KEYS: unacked, unacked_index, owner.  ARGV: tag, consumer id.
 # Returns 1 when removed, 0 when someone else owns the tag now (or it is gone).

@@ -38,8 +38,9 @@ from kombu.transport import virtual
 from kombu.utils.json import dumps
 
 from personal_assistant.workers import constants as c
+from personal_assistant.workers import keys as keyspace
 from personal_assistant.workers.broker import custody
-from personal_assistant.workers.broker.custody import WAKE_TTL_MS, CustodyKeys, wake_key
+from personal_assistant.workers.broker.custody import WAKE_TTL_MS, CustodyKeys
 from personal_assistant.workers.broker.poison import envelope_for, make_printable
 from personal_assistant.workers.broker.priority import PriorityChannel
 
@@ -179,7 +180,7 @@ class ReliableChannel(PriorityChannel):
         lists = [self._q_for_pri(queue, pri) for pri in self.priority_steps for queue in queues]
         commands: list[tuple[Any, ...]] = []
         if self._idle:
-            commands.append(("BLPOP", *(wake_key(q) for q in queues), wait or 0))
+            commands.append(("BLPOP", *(keyspace.broker_wake_key(q) for q in queues), wait or 0))
         commands.append(self._fetch_command(lists, queues))
         connection = self.client.connection
         self._in_poll = connection
@@ -308,7 +309,10 @@ class ReliableChannel(PriorityChannel):
         payload, exchange, routing_key = decoded
         _mark_redelivered(payload)
         destinations = [
-            (self._q_for_pri(queue, self._get_message_priority(payload)), wake_key(queue))
+            (
+                self._q_for_pri(queue, self._get_message_priority(payload)),
+                keyspace.broker_wake_key(queue),
+            )
             for queue in self._lookup(exchange, routing_key)
         ]
         return custody.move(
@@ -331,8 +335,8 @@ class ReliableChannel(PriorityChannel):
     ) -> None:
         super()._do_restore_message(payload, exchange, routing_key, pipe, leftmost)
         for queue in self._lookup(exchange, routing_key):
-            pipe.lpush(wake_key(queue), "")
-            pipe.pexpire(wake_key(queue), WAKE_TTL_MS)
+            pipe.lpush(keyspace.broker_wake_key(queue), "")
+            pipe.pexpire(keyspace.broker_wake_key(queue), WAKE_TTL_MS)
 
     def maybe_reclaim(self) -> int:
         """:meth:`reclaim_orphans`, at most once per restore interval (the sync poll path
@@ -376,7 +380,7 @@ class ReliableChannel(PriorityChannel):
         if _is_task_message(message):
             # Only task queues have consumers blocked on a wake list (the worker's). A reply
             # or event queue is read by a no-ack consumer (kombu's BRPOP) and needs none.
-            commands.append(("lpush", wake_key(queue), ""))
+            commands.append(("lpush", keyspace.broker_wake_key(queue), ""))
         if expires:
             lists = [self._q_for_pri(queue, step) for step in self.priority_steps]
             commands += [("pexpire", name, expires) for name in lists]
@@ -486,5 +490,5 @@ def _encode(payload: Any) -> bytes:
 def _mark_redelivered(payload: Any) -> None:
     # As kombu's _do_restore_message: consumers can tell a redelivery from a first delivery.
     with contextlib.suppress(KeyError, TypeError):  # not a kombu message: left as it is
-        payload["headers"]["redelivered"] = True
-        payload["properties"]["delivery_info"]["redelivered"] = True
+        payload["headers"][keyspace.REDELIVERED_HEADER] = True
+        payload["properties"]["delivery_info"][keyspace.REDELIVERED_HEADER] = True

@@ -8,7 +8,7 @@ POSIX only: the workers run on Linux.
 
 What is deleted can only be narrowed by a caller, never widened: a file goes when its name
 matches one of the configured ``patterns`` *and*, when ``narrow_to`` is given, one of those
-too. Which directories may be roots at all is decided in ``cleanup_roots`` (system trees and
+too. Which directories may be roots at all is decided in ``roots.py`` (system trees and
 home directories are refused by prefix).
 """
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from datetime import UTC, datetime
 
@@ -12,12 +11,9 @@ import redis
 from rich.console import Console
 from rich.table import Table
 
-from personal_assistant.workers.alerting.channels.webhooks import (
-    ChannelDispatcher,
-    Notification,
-    channels_from_env,
-)
-from personal_assistant.workers.alerting.hook import (
+from personal_assistant.workers.alerting.channels.config import channels_from_settings
+from personal_assistant.workers.alerting.channels.webhooks import ChannelDispatcher, Notification
+from personal_assistant.workers.alerting.evaluator import (
     HISTORY_KEY,
     check_alerting_config,
 )
@@ -94,7 +90,7 @@ def test_rule(ctx: click.Context, rule_name: str, timeout: float) -> None:
     """Send a test notification of RULE through each of its channels; report each result."""
     try:
         rules = {r.name: r for r in check_alerting_config(ctx.obj.app.settings)}
-        channels = channels_from_env(os.environ)
+        channels = channels_from_settings(ctx.obj.app.settings.alert_channels)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
     rule = rules.get(rule_name)

@@ -2,7 +2,7 @@
 
 Registered through Celery's ``celery.commands`` entry point (pyproject.toml).
 
-Entries are checked before they are shown or replayed (utils/dead_letter_checks.py): ``list``
+Entries are checked before they are shown or replayed (dead_letters/checks.py): ``list``
 skips one it cannot read and says so on stderr, ``show`` prints an unreadable one's raw text
 (clipped, control characters escaped) with the reason, and ``purge`` deletes any entry by id.
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import click
 from rich.console import Console
@@ -31,6 +31,9 @@ from personal_assistant.workers.dead_letters.queue import (
     shown_id,
 )
 
+if TYPE_CHECKING:
+    from personal_assistant.workers.worker_app import WorkerApp
+
 # `dlq show` of an unreadable entry prints this much of it: enough to see what it is (a
 # well-formed entry is a few kilobytes); the rest stays in Redis until purged.
 SHOW_RAW_BYTES: Final = 8 * 1024
@@ -39,12 +42,10 @@ UNREADABLE_IDS_NAMED: Final = 10
 
 
 def _queue(ctx: click.Context) -> DeadLetterQueue:
-    app = ctx.obj.app
-    settings = getattr(app, "settings", None)
+    app: WorkerApp = ctx.obj.app
     url = state_redis_url(str(app.conf.broker_url), str(app.conf.result_backend))
-    max_entries = settings.dlq_max_entries if settings is not None else 10_000
     try:
-        return DeadLetterQueue.from_url(url, max_entries=max_entries)
+        return DeadLetterQueue.from_url(url, max_entries=app.settings.dlq_max_entries)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -152,11 +153,12 @@ def replay_letters(ctx: click.Context, letter_ids: tuple[str, ...]) -> None:
     run, is refused with one line naming it and what is wrong, and stays in the DLQ.
     """
     queue = _queue(ctx)
+    app: WorkerApp = ctx.obj.app
     missing: list[str] = []
     refused: list[str] = []
     for letter_id in letter_ids:
         try:
-            new_id = queue.replay(letter_id, ctx.obj.app)
+            new_id = queue.replay(letter_id, app)
         except DeadLetterNotFound:
             missing.append(shown_id(letter_id))
             continue

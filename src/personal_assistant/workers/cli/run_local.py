@@ -29,6 +29,8 @@ from urllib.parse import unquote, urlsplit
 
 import redis
 
+from personal_assistant.workers import constants as c
+from personal_assistant.workers import redis_clients
 from personal_assistant.workers.config import (
     ConfigError,
     WorkerSettings,
@@ -51,10 +53,10 @@ RESTART_STABLE_AFTER_S = 60.0
 CONFIG_EXIT_CODES = frozenset({2, 78})
 
 
-def broker_answers(url: str, timeout: float = 1.0) -> bool:
-    """True when a Redis server answers PING at ``url``."""
+def broker_answers(url: str, timeout: float = c.REDIS_PROBE_TIMEOUT_S) -> bool:
+    """True when a Redis server answers PING at ``url`` within ``timeout`` (one try)."""
     try:
-        client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        client = redis_clients.probe_client(url, timeout)
         try:
             return bool(client.ping())
         finally:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import redis
@@ -27,6 +27,9 @@ from personal_assistant.workers.dead_letters.queue import DeadLetterQueue
 from personal_assistant.workers.metrics.snapshots import read_snapshots, task_rates
 from personal_assistant.workers.monitoring.liveness import WorkerRegistry
 from personal_assistant.workers.monitoring.queue_depth import queue_depths
+
+if TYPE_CHECKING:
+    from personal_assistant.workers.worker_app import WorkerApp
 
 COMMAND_NAME = "pa-status"
 FAILURES_SHOWN = 10
@@ -51,7 +54,8 @@ def _ago(seconds: float) -> str:
 
 
 def _client(ctx: click.Context) -> tuple[redis.Redis, str]:
-    url = str(ctx.obj.app.conf.broker_url)
+    app: WorkerApp = ctx.obj.app
+    url = str(app.conf.broker_url)
     if not is_redis_url(url):
         raise click.ClickException(
             f"status reads queue depths and heartbeats from Redis; the broker is {mask_url(url)}"
@@ -204,7 +208,8 @@ def status(ctx: click.Context, as_json: bool, down_after: float | None) -> None:
     """Queues, workers, task rates and recent failures, read from the broker's Redis."""
     client, url = _client(ctx)
     if down_after is None:
-        down_after = float(ctx.obj.app.settings.worker_down_after)
+        app: WorkerApp = ctx.obj.app
+        down_after = float(app.settings.worker_down_after)
     try:
         data = collect_status(client, down_after=down_after)
     finally:

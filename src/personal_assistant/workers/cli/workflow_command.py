@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console, Group
@@ -25,6 +25,9 @@ from personal_assistant.workers.workflows.runtime import (
 )
 from personal_assistant.workers.workflows.trigger_rules import TERMINAL
 
+if TYPE_CHECKING:
+    from personal_assistant.workers.worker_app import WorkerApp
+
 STATUS_STYLE = {
     "completed": "green",
     "running": "cyan",
@@ -39,9 +42,15 @@ STATUS_STYLE = {
 EXIT_BY_STATE = {"completed": 0, "running": 0, "failed": 1, "cancelled": 1}
 
 
+def _app(ctx: click.Context) -> WorkerApp:
+    """The app ``celery -A`` named (this project's WorkerApp)."""
+    app: WorkerApp = ctx.obj.app
+    return app
+
+
 def _status(ctx: click.Context, workflow_id: str) -> dict[str, Any]:
     try:
-        return workflow_status(workflow_id, app=ctx.obj.app)
+        return workflow_status(workflow_id, app=_app(ctx))
     except WorkflowNotFound:
         raise click.ClickException(f"no workflow with id {workflow_id}") from None
 
@@ -85,7 +94,7 @@ def submit(ctx: click.Context, path: str, then_watch: bool) -> None:
     WORKFLOW_ALLOWED_TASKS). A file that cannot run is refused whole, one line per problem.
     """
     try:
-        workflow_id = submit_workflow(load_definition_file(path), app=ctx.obj.app)
+        workflow_id = submit_workflow(load_definition_file(path), app=_app(ctx))
     except WorkflowValidationError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(workflow_id)
@@ -145,7 +154,7 @@ def watch(ctx: click.Context, workflow_id: str, interval: float, timeout: float)
 def cancel(ctx: click.Context, workflow_id: str, terminate: bool) -> None:
     """Cancel every unfinished task of the workflow."""
     try:
-        count = cancel_workflow(workflow_id, app=ctx.obj.app, terminate=terminate)
+        count = cancel_workflow(workflow_id, app=_app(ctx), terminate=terminate)
     except WorkflowNotFound:
         raise click.ClickException(f"no workflow with id {workflow_id}") from None
     click.echo(f"cancelled {count} task(s) of workflow {workflow_id}")

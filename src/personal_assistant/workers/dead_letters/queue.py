@@ -5,7 +5,7 @@ live in Redis: a hash of id -> JSON entry, ordered by a sorted set of failure ti
 ``dlq_max_entries`` (oldest dropped first, because Redis runs with ``noeviction``).
 
 An entry is input like any other (whoever can write to Redis can write one), so it is parsed
-and checked (dead_letter_checks.py) before anything acts on it: ``list`` skips and reports an
+and checked (checks.py) before anything acts on it: ``list`` skips and reports an
 entry it cannot read, never failing for all; ``replay`` refuses an unreadable entry, or one
 naming a task, queue or priority this deployment does not run, and leaves it in place; and it
 takes an entry out only while it is still exactly the bytes that were checked.
@@ -23,6 +23,7 @@ from typing import Any, Final, cast
 import redis
 
 from personal_assistant.workers import constants as c
+from personal_assistant.workers import keys, redis_clients
 from personal_assistant.workers.bounded_yaml import short_repr
 from personal_assistant.workers.config import is_redis_url
 from personal_assistant.workers.dead_letters.checks import (
@@ -243,8 +244,8 @@ class DeadLetterQueue:
         client: redis.Redis,
         *,
         max_entries: int = c.DLQ_MAX_ENTRIES,
-        key: str = c.DLQ_KEY,
-        index_key: str = c.DLQ_INDEX_KEY,
+        key: str = keys.DLQ_KEY,
+        index_key: str = keys.DLQ_INDEX_KEY,
     ) -> None:
         self.client = client
         self.max_entries = max_entries
@@ -256,10 +257,11 @@ class DeadLetterQueue:
 
     @classmethod
     def from_url(cls, url: str, *, max_entries: int = c.DLQ_MAX_ENTRIES) -> DeadLetterQueue:
-        """A queue on the Redis at ``url`` (the broker's, normally)."""
+        """A queue on the Redis at ``url`` (the broker's, normally), through the process's
+        shared client for that URL."""
         if not is_redis_url(url):
             raise ValueError("the dead-letter queue needs a Redis URL (the broker or backend)")
-        return cls(redis.Redis.from_url(url, socket_timeout=5), max_entries=max_entries)
+        return cls(redis_clients.client_for(url), max_entries=max_entries)
 
     def add(self, letter: DeadLetter) -> str:
         """Store ``letter``; return its id."""
@@ -366,7 +368,7 @@ class DeadLetterQueue:
                 letter.task_name,
                 args=letter.args,
                 kwargs=letter.kwargs,
-                headers={"dlq_replay_of": letter.id},
+                headers={keys.DLQ_REPLAY_OF_HEADER: letter.id},
                 **options,
             )
         except Exception:

@@ -4,6 +4,11 @@ Like dramatiq's middleware: a component subclasses :class:`WorkerHook` and overr
 methods it needs; :class:`HookRegistry` connects each Celery signal once, and only when some
 registered hook overrides the matching method, so a disabled component costs nothing on the hot
 path. A hook that raises is logged and skipped: it never breaks the task or the other hooks.
+
+Hooks receive each signal in registration order. A hook that relies on what another sets up at
+the same signal (alerting listens to the recorder the metrics hook creates at worker init)
+declares it in :attr:`WorkerHook.requires`, and :meth:`HookRegistry.add` refuses it until the
+hook it names is registered: the order is declared and checked, not implied.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from celery import signals
 
@@ -27,11 +32,17 @@ _PUBLISH_METHODS = frozenset({"before_task_publish", "after_task_publish"})
 # Hook methods for the project's own events, which no Celery signal carries: components call
 # them through HookRegistry.emit.
 _DIRECT_METHODS = ("on_message_rejected",)
-_publishing_app: ContextVar[Any] = ContextVar("pa_publishing_app", default=None)
+# Apps are compared by identity only: the registry needs no more of them (and so does not
+# depend on the app module, which builds registries).
+_publishing_app: ContextVar[object] = ContextVar("pa_publishing_app", default=None)
+
+
+class HookOrderError(ValueError):
+    """A hook was registered before a hook it requires (see :attr:`WorkerHook.requires`)."""
 
 
 @contextmanager
-def publishing(app: Any) -> Iterator[None]:
+def publishing(app: object) -> Iterator[None]:
     """Mark what runs inside as ``app``'s publish, for the publish signals' hooks."""
     token = _publishing_app.set(app)
     try:
@@ -43,8 +54,11 @@ def publishing(app: Any) -> Iterator[None]:
 class WorkerHook:
     """Base class of typed no-op hooks; override the ones a component needs."""
 
-    #: Shown in logs when the hook fails.
+    #: Shown in logs when the hook fails, and what other hooks' ``requires`` name.
     name: ClassVar[str] = "hook"
+    #: Names of the hooks that must be registered before this one: it uses what they set up
+    #: at the same signals, and hooks receive each signal in registration order.
+    requires: ClassVar[tuple[str, ...]] = ()
 
     def before_task_publish(
         self,
@@ -229,10 +243,13 @@ def _signal_adapters() -> dict[str, tuple[Any, Callable[[WorkerHook, dict[str, A
     }
 
 
+_Hook = TypeVar("_Hook", bound=WorkerHook)
+
+
 class HookRegistry:
     """Holds the hooks of one app and dispatches Celery's signals to them, failure-isolated."""
 
-    def __init__(self, owner: Any = None) -> None:
+    def __init__(self, owner: object = None) -> None:
         #: The app whose publishes (only) this registry's hooks see; None: every publish.
         self.owner = owner
         self._hooks: list[WorkerHook] = []
@@ -246,11 +263,21 @@ class HookRegistry:
         """The registered hooks, in registration order."""
         return tuple(self._hooks)
 
-    def add(self, hook: WorkerHook) -> WorkerHook:
-        """Register ``hook`` and connect the signals it overrides (each signal once)."""
+    def add(self, hook: _Hook) -> _Hook:
+        """Register ``hook`` and connect the signals it overrides (each signal once).
+
+        Raises HookOrderError, registering nothing, when a hook ``hook.requires`` is missing.
+        """
         with self._lock:
             if hook in self._hooks:
                 return hook
+            registered = {h.name for h in self._hooks}
+            missing = [name for name in hook.requires if name not in registered]
+            if missing:
+                raise HookOrderError(
+                    f"hook {hook.name!r} requires {', '.join(map(repr, missing))} to be "
+                    "registered before it (it uses what they set up at the same signals)"
+                )
             self._hooks.append(hook)
             for method in (*self._adapters, *_DIRECT_METHODS):
                 if getattr(type(hook), method) is not getattr(WorkerHook, method):

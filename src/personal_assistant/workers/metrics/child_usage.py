@@ -25,10 +25,9 @@ class ChildUsage:
     """CPU used and memory of the pool's children, read from ``/proc/<pid>/stat``.
 
     Each child's stat file stays open: reading an open procfs file again from offset 0
-    regenerates it, at a quarter of the cost of open, read and close (measured 3.7 against
-    17.6 us). Inside a busy worker a read costs far more (35 us, measured with
-    ``time.thread_time_ns``: the child runs on the other core), so the recorder reads each
-    child once per batch of tasks, not once per task (prometheus_metrics.py).
+    regenerates it, at a quarter of the cost of open, read and close. Inside a busy worker a
+    read costs ten times more (the child runs on the other core), so the recorder reads each
+    child once per batch of tasks, not once per task (recorder.py).
 
     An open file belongs to its process: once that process is gone, reading it fails (ESRCH)
     even if a new child got the same pid, so a recycled pid is never mistaken for the old

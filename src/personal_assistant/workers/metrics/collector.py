@@ -16,7 +16,7 @@ most ~11 MB of aggregates (1,000 names whose durations span the histogram's whol
 ``start_task``/``end_task`` sample CPU time and RSS of the calling process, so a collector fed
 that way belongs in the process that runs the tasks; with a thread or gevent pool the samples
 include the concurrent tasks' share. The worker's own collector lives in its main process and is
-fed by :meth:`MetricsCollector.observe` with the child's figures (prometheus_metrics.py).
+fed by :meth:`MetricsCollector.observe` with the child's figures (recorder.py).
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
 """Wires metrics, liveness and the health endpoints into the worker (METRICS_ENABLED).
 
-In the worker's main process: a TaskMetricsRecorder fed by the request class
-(prometheus_metrics.py), a heartbeat for ``celery_worker_up``, and the HTTP server on
-METRICS_HOST:METRICS_PORT serving ``/metrics``, ``/healthz`` and ``/readyz``. In pool children:
-nothing (they do not record; the parent sees every outcome), and they close their copy of the
-server's socket. In producers: a publish timestamp in each message's headers, from which the
-worker measures queue wait.
+In the worker's main process: a TaskMetricsRecorder fed by the request class (request.py),
+installed as ``app.metrics_recorder`` (where the request class and alerting find it), a
+heartbeat for ``celery_worker_up``, and the HTTP server on METRICS_HOST:METRICS_PORT serving
+``/metrics``, ``/healthz`` and ``/readyz``. In pool children: nothing (they do not record; the
+parent sees every outcome), and they close their copy of the server's socket. In producers: a
+publish timestamp in each message's headers, from which the worker measures queue wait.
 
 With METRICS_ENABLED=false none of this is registered: no hook, no request class, no events.
 """
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 from prometheus_client.core import GaugeMetricFamily
@@ -23,8 +23,9 @@ from prometheus_client.registry import Collector
 from personal_assistant.workers import constants as c
 from personal_assistant.workers.config import is_redis_url
 from personal_assistant.workers.hooks.registry import WorkerHook
-from personal_assistant.workers.metrics import recorder as pm
-from personal_assistant.workers.metrics.sent_counter import SentCollector, counter_for
+from personal_assistant.workers.metrics.recorder import QueueLengthCollector, TaskMetricsRecorder
+from personal_assistant.workers.metrics.request import PUBLISHED_AT_HEADER
+from personal_assistant.workers.metrics.sent_counter import SentCollector
 from personal_assistant.workers.metrics.snapshots import write_snapshot
 from personal_assistant.workers.monitoring.health_check import (
     HealthServer,
@@ -37,6 +38,10 @@ from personal_assistant.workers.monitoring.liveness import (
     WorkerRegistry,
 )
 from personal_assistant.workers.monitoring.queue_depth import queue_depths
+from personal_assistant.workers.redis_clients import client_for
+
+if TYPE_CHECKING:
+    from personal_assistant.workers.worker_app import WorkerApp
 
 logger = logging.getLogger(__name__)
 
@@ -101,34 +106,38 @@ class PublishTimestampHook(WorkerHook):
         routing_key: str,
     ) -> None:
         """Stamp the publish time; a retry is a new publish, and its countdown is excluded."""
-        headers[pm.PUBLISHED_AT_HEADER] = time.time()
+        headers[PUBLISHED_AT_HEADER] = time.time()
 
 
 class SentCountHook(WorkerHook):
-    """Counts each published task for ``celery_task_sent_total`` (sent_counter.py)."""
+    """Counts each published task for ``celery_task_sent_total`` in the app's sent counter."""
 
     name = "sent-count"
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: WorkerApp) -> None:
         self.app = app
 
     def after_task_publish(
         self, *, task_name: str, headers: dict[str, Any], routing_key: str
     ) -> None:
         """Count the send (added to Redis in batches, at most a second later)."""
-        counter_for(self.app).count(task_name or str(headers.get("task", "")), routing_key)
+        self.app.sent_counter.count(task_name or str(headers.get("task", "")), routing_key)
 
     def on_worker_process_shutdown(self) -> None:
         """A pool child exits without running atexit handlers: add its counts first."""
-        counter_for(self.app).flush()
+        self.app.sent_counter.flush()
 
 
 class MetricsHook(WorkerHook):
-    """Starts the recorder, heartbeat and HTTP endpoints in the worker's main process."""
+    """Starts the recorder, heartbeat and HTTP endpoints in the worker's main process.
+
+    The recorder is installed as ``app.metrics_recorder`` for the app's request class and the
+    hooks that listen to it (alerting, which ``requires`` this hook).
+    """
 
     name = "metrics"
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: WorkerApp) -> None:
         self.app = app
         self.server: HealthServer | None = None
         self.heartbeat: Heartbeat | None = None
@@ -139,17 +148,17 @@ class MetricsHook(WorkerHook):
         settings = self.app.settings
         hostname = str(getattr(sender, "hostname", "") or "worker")
         # The worker's own limit: the command line's, else worker_max_tasks_per_child.
-        recorder = pm.TaskMetricsRecorder(
+        recorder = TaskMetricsRecorder(
             hostname, max_tasks_per_child=getattr(sender, "max_tasks_per_child", None)
         )
-        pm.install_recorder(recorder)
+        self.app.metrics_recorder = recorder
         broker_url = str(self.app.conf.broker_url)
         if is_redis_url(broker_url):
-            client = self._client = redis.Redis.from_url(broker_url, socket_timeout=2)
+            client = self._client = client_for(broker_url)
             registry = WorkerRegistry(client, down_after=settings.worker_down_after)
             queues = list(getattr(sender, "queues", None) or settings.worker_queue)
             recorder.registry.register(
-                pm.QueueLengthCollector(lambda: queue_depths(client, list(c.QUEUES)))
+                QueueLengthCollector(lambda: queue_depths(client, list(c.QUEUES)))
             )
             recorder.registry.register(WorkerUpCollector(registry))
             recorder.registry.register(SentCollector(client))
@@ -184,7 +193,7 @@ class MetricsHook(WorkerHook):
                 loop.call_repeatedly(SNAPSHOT_EVERY_S, self._write_snapshot)
 
     def _write_snapshot(self) -> None:
-        recorder = pm.current_recorder()
+        recorder = self.app.metrics_recorder
         if recorder is None or self._client is None:
             return
         recorder.settle()
@@ -202,7 +211,7 @@ class MetricsHook(WorkerHook):
         self, *, reason: str, task_name: str, queue: str, task_id: str | None
     ) -> None:
         """Count a message the worker dead-lettered without running it."""
-        recorder = pm.current_recorder()
+        recorder = self.app.metrics_recorder
         if recorder is not None:
             series = recorder.series(task_name, queue)
             series.rejected[reason] = series.rejected.get(reason, 0) + 1
@@ -214,7 +223,7 @@ class MetricsHook(WorkerHook):
         parent would keep the port bound (the next worker could not start) and its backlog
         would take connections that no one answers.
         """
-        pm.install_recorder(None)
+        self.app.metrics_recorder = None
         if self.server is not None:
             self.server.close_in_child()
             self.server = None
@@ -229,11 +238,11 @@ class MetricsHook(WorkerHook):
                 logger.warning("could not mark %s stopped", self.heartbeat.hostname)
         if self.server is not None:
             self.server.stop()
-        recorder = pm.current_recorder()
+        recorder = self.app.metrics_recorder
         if recorder is not None:
             recorder.settle()
             recorder.usage.close()
-        pm.install_recorder(None)
+        self.app.metrics_recorder = None
 
     def _liveness(self) -> tuple[bool, str]:
         if self.heartbeat is None:

@@ -11,6 +11,9 @@ exports the same ones, so aggregate them with ``max``, not ``sum``.
 
 Counts not yet added when a producer is killed with SIGKILL (at most FLUSH_EVERY_S of sends) are
 lost; a Redis outage keeps them in memory until the next flush succeeds.
+
+Each app has one counter (``app.sent_counter``), made on its first publish and talking to the
+app's broker through the shared client of redis_clients.py.
 """
 
 from __future__ import annotations
@@ -22,19 +25,19 @@ import os
 import socket
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any, cast
+from typing import cast
 
 import redis
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
+from personal_assistant.workers import keys
 from personal_assistant.workers.metrics.series import LABELS
+from personal_assistant.workers.redis_clients import client_for
 
 logger = logging.getLogger(__name__)
 
-SENT_KEY = "pa:metrics:sent"
+SENT_KEY = keys.METRICS_SENT_KEY
 # Sends reach Redis at most this late; a busy producer pays one round trip per second.
 FLUSH_EVERY_S = 1.0
 
@@ -136,21 +139,6 @@ class SentCollector(Collector):
         yield family
 
 
-def counter_for(app: Any) -> SentCounter:
-    """The app's sent counter, talking to its broker's Redis (made on first use)."""
-    counter = getattr(app, "_sent_counter", None)
-    if counter is None:
-        url = str(app.conf.broker_url)
-        counter = app._sent_counter = SentCounter(lambda: _client_of(app, url))
-    return cast(SentCounter, counter)
-
-
-def _client_of(app: Any, url: str) -> redis.Redis:
-    client = getattr(app, "_sent_client", None)
-    if client is None:
-        # No retries: a flush that fails keeps its counts for the next one, and a process
-        # exiting while Redis is away waits one timeout, not several.
-        client = app._sent_client = redis.Redis.from_url(
-            url, socket_timeout=2, retry=Retry(NoBackoff(), 0)
-        )
-    return cast(redis.Redis, client)
+def counter_for_broker(broker_url: str) -> SentCounter:
+    """A counter adding to the Redis at ``broker_url``, through that URL's shared client."""
+    return SentCounter(lambda: client_for(broker_url))

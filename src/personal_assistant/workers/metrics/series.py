@@ -2,10 +2,8 @@
 
 Why not prometheus_client's ``Counter`` and ``Histogram`` for these: every ``inc()`` and
 ``observe()`` checks the metric's state and takes a lock, and a task makes about ten of them in
-the worker's main process, the one process every task of the worker passes through. Measured
-inside a busy worker (``time.thread_time_ns`` around the recorder, 5,000 no-op tasks, c=2),
-that bookkeeping cost 40 us per event, over 5 % of the main thread, where the same calls in a
-tight loop cost a fifth of it: the busy loop keeps evicting them from the caches. Here an event
+the worker's main process, the one process every task of the worker passes through, so that
+bookkeeping is a visible share of the main thread's time (README, "Benchmarks"). Here an event
 is an attribute increment (and a ``bisect`` for a histogram) on one object per task kind.
 
 Thread safety: the worker's main thread is the only writer of these numbers; the scrape thread

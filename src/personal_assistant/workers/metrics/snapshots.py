@@ -1,10 +1,11 @@
 """A worker's task-count snapshots in Redis, and the task rates computed from two of them.
 
-Keys (in the broker's Redis database):
+Keys (in the broker's Redis database; keys.py says what bounds them):
 
-- ``pa:metrics:snapshot:<hostname>`` and ``...:prev``: a worker's two latest task-count
-  snapshots, JSON ``{"ts": float, "hostname": str, "tasks": {name: {"count": int, ...}}}``,
-  indexed by the sorted set ``pa:metrics:snapshots`` (hostname -> ts), so readers never SCAN.
+- ``keys.metrics_snapshot_key(hostname)`` and ``keys.metrics_snapshot_prev_key(hostname)``: a
+  worker's two latest task-count snapshots, JSON
+  ``{"ts": float, "hostname": str, "tasks": {name: {"count": int, ...}}}``, indexed by the
+  sorted set ``keys.METRICS_SNAPSHOTS_INDEX_KEY`` (hostname -> ts), so readers never SCAN.
 """
 
 from __future__ import annotations
@@ -17,16 +18,14 @@ from typing import Any, NotRequired, TypedDict, cast
 
 import redis
 
-logger = logging.getLogger(__name__)
+from personal_assistant.workers import keys
 
-SNAPSHOT_PREFIX = "pa:metrics:snapshot:"
-SNAPSHOT_INDEX_KEY = "pa:metrics:snapshots"
-PREV_SUFFIX = ":prev"
+logger = logging.getLogger(__name__)
 
 # How long a silent worker stays listed (as down) before it is pruned. It must outlast the
 # `for:` of any alert on celery_worker_up == 0, or the series vanishes before the alert fires;
 # a day also leaves the overnight crash visible in the morning. Snapshots live as long by default;
-# the worker registry (task_monitoring) imports it from here.
+# the worker registry (monitoring.liveness) imports it from here.
 DEFAULT_RETENTION_S = 86_400.0
 
 
@@ -65,11 +64,6 @@ class Snapshot(TypedDict):
     tasks: dict[str, TaskStats]
 
 
-def snapshot_key(hostname: str) -> str:
-    """Where the current snapshot of ``hostname`` lives (the previous one adds ``:prev``)."""
-    return f"{SNAPSHOT_PREFIX}{hostname}"
-
-
 # Rotate current -> prev and write the new current atomically, so a reader never sees two equal
 # snapshots or a prev newer than the current.
 _SNAPSHOT_SCRIPT = """
@@ -102,13 +96,12 @@ def write_snapshot(
         "hostname": hostname,
         "tasks": {name: cast("TaskStats", dict(stats)) for name, stats in tasks.items()},
     }
-    key = snapshot_key(hostname)
     client.eval(
         _SNAPSHOT_SCRIPT,
         3,
-        key,
-        key + PREV_SUFFIX,
-        SNAPSHOT_INDEX_KEY,
+        keys.metrics_snapshot_key(hostname),
+        keys.metrics_snapshot_prev_key(hostname),
+        keys.METRICS_SNAPSHOTS_INDEX_KEY,
         json.dumps(snapshot, default=repr),
         repr(float(ts)),
         str(max(1, int(ttl))),
@@ -136,12 +129,17 @@ def read_snapshots(
 ) -> dict[str, tuple[Snapshot, Snapshot | None]]:
     """Every host's (current, previous) snapshot; hosts whose snapshots expired are dropped."""
     ts = time.time() if now is None else now
-    client.zremrangebyscore(SNAPSHOT_INDEX_KEY, "-inf", f"({ts - ttl!r}")
-    hosts = [_text(h) or "" for h in cast("list[bytes]", client.zrange(SNAPSHOT_INDEX_KEY, 0, -1))]
+    index = keys.METRICS_SNAPSHOTS_INDEX_KEY
+    client.zremrangebyscore(index, "-inf", f"({ts - ttl!r}")
+    hosts = [_text(h) or "" for h in cast("list[bytes]", client.zrange(index, 0, -1))]
     if not hosts:
         return {}
-    keys = [key for host in hosts for key in (snapshot_key(host), snapshot_key(host) + PREV_SUFFIX)]
-    raws = cast("list[bytes | None]", client.mget(keys))
+    names = [
+        key
+        for host in hosts
+        for key in (keys.metrics_snapshot_key(host), keys.metrics_snapshot_prev_key(host))
+    ]
+    raws = cast("list[bytes | None]", client.mget(names))
     result: dict[str, tuple[Snapshot, Snapshot | None]] = {}
     for i, host in enumerate(hosts):
         current = _parse_snapshot(raws[2 * i], host)

@@ -24,30 +24,22 @@ from collections.abc import Sequence
 
 import redis
 from kombu.connection import Connection
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from personal_assistant.workers import constants as c
 from personal_assistant.workers.config import ConfigError, is_redis_url, load_settings, mask_url
 from personal_assistant.workers.monitoring.health_server import Check, HealthServer
 from personal_assistant.workers.monitoring.liveness import BeatLiveness
+from personal_assistant.workers.redis_clients import probe_client
 
 __all__ = ["Check", "HealthServer", "backend_ready", "broker_ready", "main"]
 
 logger = logging.getLogger(__name__)
 
-PROBE_TIMEOUT_S = 1.0
+# Every probe tries once within this (constants.py says why); beat's check allows twice as long.
+PROBE_TIMEOUT_S = c.REDIS_PROBE_TIMEOUT_S
 
 
 # --- Readiness probes -----------------------------------------------------------------------
-
-
-def _probe_client(url: str, timeout: float = PROBE_TIMEOUT_S) -> redis.Redis:
-    """A client that tries once: redis-py's default retries with backoff take seconds."""
-    return redis.Redis.from_url(
-        url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0)
-    )
-
 
 # Readiness answers say "ok" or "not ok" and the kind of failure: whoever can reach the port
 # learns nothing of the broker's host, port, database or credentials. The log has the details.
@@ -59,7 +51,7 @@ def _not_ok(what: str, url: str, exc: Exception) -> tuple[bool, str]:
 
 
 def _redis_ping(url: str, what: str) -> tuple[bool, str]:
-    client = _probe_client(url)
+    client = probe_client(url, PROBE_TIMEOUT_S)
     try:
         client.ping()
     except Exception as exc:
@@ -103,7 +95,7 @@ def _check_beat(max_age: float) -> tuple[int, str]:
         url = load_settings().celery_broker_url
     except ConfigError as exc:
         return 1, f"UNHEALTHY: {exc}"
-    client = _probe_client(url, PROBE_TIMEOUT_S * 2)
+    client = probe_client(url, PROBE_TIMEOUT_S * 2)
     try:
         liveness = BeatLiveness(client)
         age = liveness.age()

@@ -4,14 +4,14 @@ Everything here is measured in Redis, not in a worker's memory, so it stays true
 prefork pool, across restarts, and after a worker is killed with SIGKILL (no shutdown code runs
 then, so liveness is a heartbeat that stops, never a "goodbye" that might not be sent).
 
-Keys (all in the broker's Redis database):
+Keys (all in the broker's Redis database; keys.py says what each holds and what bounds it):
 
-- ``pa:workers:seen``: sorted set hostname -> last heartbeat (Unix time).
-- ``pa:workers:info:<hostname>``: hash of queues, pid, started_at, extra, stopped; TTL retention.
-- ``pa:beat:last_tick``: the beat scheduler's last tick (Unix time).
-- ``pa:metrics:snapshot:<hostname>`` and ``...:prev``: a worker's two latest task-count
-  snapshots, indexed by ``pa:metrics:snapshots``; they and the rates computed from them live in
-  ``task_snapshots`` and are re-exported here.
+- ``keys.WORKERS_SEEN_KEY``: sorted set hostname -> last heartbeat (Unix time).
+- ``keys.worker_info_key(hostname)``: hash of queues, pid, started_at, extra, stopped; TTL
+  retention.
+- ``keys.BEAT_TICK_KEY``: the beat scheduler's last tick (Unix time).
+
+A worker's task-count snapshots and the rates computed from them live in metrics/snapshots.py.
 """
 
 from __future__ import annotations
@@ -28,13 +28,10 @@ from typing import Any, cast
 import redis
 
 from personal_assistant.workers import constants as c
+from personal_assistant.workers import keys
 from personal_assistant.workers.metrics.snapshots import DEFAULT_RETENTION_S, _json_or, _text
 
 logger = logging.getLogger(__name__)
-
-WORKERS_SEEN_KEY = "pa:workers:seen"
-WORKER_INFO_PREFIX = "pa:workers:info:"
-BEAT_TICK_KEY = "pa:beat:last_tick"
 
 # Defaults and their reasons: constants.py (Liveness).
 DEFAULT_DOWN_AFTER_S = c.WORKER_DOWN_AFTER_S
@@ -118,8 +115,8 @@ class WorkerRegistry:
         *,
         down_after: float = DEFAULT_DOWN_AFTER_S,
         retention: float = DEFAULT_RETENTION_S,
-        seen_key: str = WORKERS_SEEN_KEY,
-        info_prefix: str = WORKER_INFO_PREFIX,
+        seen_key: str = keys.WORKERS_SEEN_KEY,
+        info_prefix: str = keys.WORKER_INFO_PREFIX,
     ) -> None:
         if down_after <= 0 or retention <= down_after:
             raise ValueError(
@@ -352,7 +349,7 @@ class Heartbeat:
 class BeatLiveness:
     """When the beat scheduler last ticked; the beat container's healthcheck reads the age."""
 
-    def __init__(self, client: redis.Redis, key: str = BEAT_TICK_KEY) -> None:
+    def __init__(self, client: redis.Redis, key: str = keys.BEAT_TICK_KEY) -> None:
         self.client = client
         self.key = key
 

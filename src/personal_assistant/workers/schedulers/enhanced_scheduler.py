@@ -1,7 +1,7 @@
 """Beat scheduler for ``celery beat --scheduler=...enhanced_scheduler:EnhancedScheduler``.
 
 Celery's persistent scheduler plus a liveness record: every loop of beat writes its time to
-Redis (``pa:beat:last_tick``), which the beat container's health check reads
+Redis (``keys.BEAT_TICK_KEY``), which the beat container's health check reads
 (``python -m personal_assistant.workers.monitoring.health_check beat --max-age 120``). A ping of
 the workers, which is what ``celery inspect ping`` checks, says nothing about beat.
 """
@@ -14,6 +14,7 @@ from typing import Any
 import redis
 from celery.beat import PersistentScheduler
 
+from personal_assistant.workers import redis_clients
 from personal_assistant.workers.config import is_redis_url
 from personal_assistant.workers.monitoring.liveness import BeatLiveness
 
@@ -28,7 +29,7 @@ class EnhancedScheduler(PersistentScheduler):  # type: ignore[misc]
         self._liveness: BeatLiveness | None = None
         url = str(self.app.conf.broker_url)
         if is_redis_url(url):
-            self._liveness = BeatLiveness(redis.Redis.from_url(url, socket_timeout=2))
+            self._liveness = BeatLiveness(redis_clients.client_for(url))
 
     def tick(self, *args: Any, **kwargs: Any) -> float:
         """Record liveness, then do beat's work; a Redis error never stops the schedule."""

@@ -1,6 +1,7 @@
-"""Periodic housekeeping: temp-file and log cleanup at night, off the busy hours (UTC).
+"""Periodic housekeeping: temp-file and log cleanup at night (UTC), workflow timeout sweeps.
 
-Both run once a day; they are idempotent, so a run delivered twice costs a directory walk.
+The two cleanups run once a day, off the busy hours; the timeout sweep runs every minute. All
+three are idempotent, so a run delivered twice costs a directory walk or a few Redis reads.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The base task every domain task uses: retry policy, dead letters, progress, ETA guard.
 
-- Transient errors (``error_handling.is_transient``) are retried through Celery's own
+- Transient errors (``errors.is_transient``) are retried through Celery's own
   ``Task.retry`` with exponential backoff and "equal jitter": the n-th delay is drawn from
   ``[d/2, d]`` with ``d = base * 2**n`` (capped), so delays never shrink from one retry to the
   next, yet workers that failed together do not retry in lockstep.
@@ -23,15 +23,19 @@ import random
 import socket
 import time
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from celery import Task
 from celery.exceptions import Retry
 
 from personal_assistant.workers import constants as c
-from personal_assistant.workers.config import get_settings, state_redis_url
+from personal_assistant.workers.config import WorkerSettings, state_redis_url
 from personal_assistant.workers.dead_letters.queue import DeadLetter, DeadLetterQueue
 from personal_assistant.workers.errors import is_transient
+from personal_assistant.workers.redis_clients import REDIS_TRANSIENT_ERRORS
+
+if TYPE_CHECKING:
+    from personal_assistant.workers.worker_app import WorkerApp
 
 logger = logging.getLogger(__name__)
 
@@ -56,9 +60,9 @@ def _dead_letter_queue(url: str, max_entries: int) -> DeadLetterQueue:
     return DeadLetterQueue.from_url(url, max_entries=max_entries)
 
 
-def dead_letter_queue() -> DeadLetterQueue:
-    """The process's dead-letter queue, on the broker's Redis (else the result backend's)."""
-    settings = get_settings()
+def dead_letter_queue(settings: WorkerSettings) -> DeadLetterQueue:
+    """The dead-letter queue of ``settings``: on the broker's Redis (else the result backend's),
+    one per URL and process."""
     url = state_redis_url(settings.celery_broker_url, settings.result_backend_url)
     return _dead_letter_queue(url, settings.dlq_max_entries)
 
@@ -71,7 +75,15 @@ class BaseTask(Task):  # type: ignore[misc]
     #: Write final failures to the dead-letter queue.
     dead_letter: ClassVar[bool] = True
 
+    #: The app the task is bound to: a WorkerApp, whose settings and components tasks use.
+    app: WorkerApp
+
     _last_progress: float = 0.0
+
+    @property
+    def settings(self) -> WorkerSettings:
+        """The settings of the app this task belongs to (not the process's environment)."""
+        return self.app.settings
 
     # -- retries ------------------------------------------------------------------------------
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -80,9 +92,9 @@ class BaseTask(Task):  # type: ignore[misc]
         except Retry:
             raise
         except Exception as exc:
-            if not is_transient(exc):
+            if not is_transient(exc, also=REDIS_TRANSIENT_ERRORS):
                 raise
-            settings = get_settings()
+            settings = self.settings
             delay = backoff_delay(
                 self.request.retries,
                 base=settings.retry_backoff_base,
@@ -124,7 +136,7 @@ class BaseTask(Task):  # type: ignore[misc]
             hostname=self.request.hostname,
         )
         try:
-            dead_letter_queue().add(letter)
+            dead_letter_queue(self.settings).add(letter)
             logger.error(
                 "%s[%s] failed for good (%s); dead letter %s",
                 self.name,
@@ -141,7 +153,7 @@ class BaseTask(Task):  # type: ignore[misc]
     # -- publishing ---------------------------------------------------------------------------
     def apply_async(self, args: Any = None, kwargs: Any = None, **options: Any) -> Any:
         """Publish, refusing a countdown or ETA beyond MAX_COUNTDOWN (see the module doc)."""
-        limit = get_settings().max_countdown
+        limit = self.settings.max_countdown
         countdown = options.get("countdown")
         eta = options.get("eta")
         wait = float(countdown) if countdown is not None else 0.0

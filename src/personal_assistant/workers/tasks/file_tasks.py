@@ -27,7 +27,7 @@ from personal_assistant.workers.cleanup.tree import (
     cleanup_directory_tree,
     validate_patterns,
 )
-from personal_assistant.workers.config import WorkerSettings, get_settings
+from personal_assistant.workers.config import WorkerSettings
 from personal_assistant.workers.tasks.base_tasks import BaseTask
 
 logger = logging.getLogger(__name__)
@@ -136,7 +136,7 @@ def cleanup_temp_files(
     Arguments only narrow the settings (see the module doc): ``max_age_hours`` applies when it
     exceeds TEMP_FILE_MAX_AGE_HOURS, ``patterns`` further restricts TEMP_FILE_PATTERNS.
     """
-    settings = get_settings()
+    settings = self.settings
     max_age = effective_max_age(
         settings.temp_file_max_age_hours,
         max_age_hours,

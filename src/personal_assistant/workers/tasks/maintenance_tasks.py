@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from personal_assistant.workers.alerting import hook as alerting_hook
+from personal_assistant.workers.alerting.evaluator import evaluate_state_rules
 from personal_assistant.workers.celery_app import app
 from personal_assistant.workers.cleanup.tree import validate_patterns
-from personal_assistant.workers.config import get_settings
 from personal_assistant.workers.constants import QUEUES
 from personal_assistant.workers.monitoring.liveness import WorkerRegistry
 from personal_assistant.workers.monitoring.queue_depth import queue_depths
@@ -39,7 +38,7 @@ def cleanup_old_logs(
     the settings (see ``file_tasks``): ``max_age_days`` applies when it exceeds
     LOG_MAX_AGE_DAYS, ``patterns`` further restricts LOG_FILE_PATTERNS.
     """
-    settings = get_settings()
+    settings = self.settings
     max_age = effective_max_age(
         settings.log_max_age_days,
         max_age_days,
@@ -78,14 +77,14 @@ def evaluate_alerts(self: BaseTask) -> int:
 
     Returns the number of notifications sent, or -1 when another worker was evaluating.
     """
-    alerting = alerting_hook.periodic_alerting(self.app)
+    alerting = self.app.periodic_alerting
     client = alerting.client
     snapshot: dict[str, Any] = {}
     if client is not None:
         snapshot["queues"] = queue_depths(client, list(QUEUES))
-        registry = WorkerRegistry(client, down_after=self.app.settings.worker_down_after)
+        registry = WorkerRegistry(client, down_after=self.settings.worker_down_after)
         snapshot["workers"] = {w.hostname: w.up for w in registry.workers()}
-    sent = alerting_hook.evaluate_state_rules(alerting, snapshot)
+    sent = evaluate_state_rules(alerting, snapshot)
     alerting.dispatcher.flush(timeout=30.0)  # the child may be recycled right after
     return sent
 

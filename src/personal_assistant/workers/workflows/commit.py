@@ -17,6 +17,7 @@ round trip the writes needed anyway; the read round trip is the same in both.
 from __future__ import annotations
 
 import json
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -26,7 +27,7 @@ import redis
 # with an expiry, publish for fanout). Anything else is refused before it reaches the script.
 ALLOWED_PUBLISH_COMMANDS = frozenset({"lpush", "pexpire", "publish"})
 
-# The task hashes' version field is ``v`` (workflow_store.VERSION_FIELD). The script touches
+# The task hashes' version field is ``v`` (store.VERSION_FIELD). The script touches
 # keys it is not passed in KEYS: fine on the single Redis that kombu's transport requires too.
 _SCRIPT = """
 local req = cjson.decode(ARGV[1])
@@ -92,12 +93,15 @@ def _as_text(value: Any) -> str:
     return str(value)
 
 
+# One registered Script per client (it sends EVALSHA and reloads itself after NOSCRIPT); weak
+# keys, so a client that is closed and dropped takes its entry with it.
+_scripts: weakref.WeakKeyDictionary[redis.Redis, Any] = weakref.WeakKeyDictionary()
+
+
 def _script(client: redis.Redis) -> Any:
-    # One registered Script per client: it sends EVALSHA and reloads itself after NOSCRIPT.
-    script = getattr(client, "_pa_workflow_commit", None)
+    script = _scripts.get(client)
     if script is None:
-        script = client.register_script(_SCRIPT)
-        client._pa_workflow_commit = script  # type: ignore[attr-defined]
+        script = _scripts[client] = client.register_script(_SCRIPT)
     return script
 
 

@@ -20,9 +20,9 @@ names, tasks a workflow may not run, unknown dependencies, duplicate ids, cycles
 conditions, bad options, values JSON cannot hold, sizes past their limits) is reported together
 in one :class:`WorkflowValidationError`, and nothing is dispatched.
 
-Nothing here trusts its input: files go through the bounded loader (utils/bounded_yaml.py), a
-dict through the same checks as plain JSON (workflow_input.py), the tasks through the allow-list
-(workflow_policy.py); every value a message shows is clipped, and so is the list of problems.
+Nothing here trusts its input: files go through the bounded loader (bounded_yaml.py), a
+dict through the same checks as plain JSON (inputs.py), the tasks through the allow-list
+(policy.py); every value a message shows is clipped, and so is the list of problems.
 """
 
 from __future__ import annotations

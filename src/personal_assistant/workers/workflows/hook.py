@@ -1,26 +1,29 @@
-"""Connects workflow tasks' starts and ends to the runtime (Celery signals, through hooks.py).
+"""Connects workflow tasks' starts and ends to the runtime (Celery signals, through hooks/).
 
 Only messages dispatched by the runtime carry the ``pa_workflow`` headers; for every other task
 the hook costs one attribute lookup. A retry is not an end (Celery's postrun state is RETRY),
 and a task redelivered after its end finds its status final and changes nothing.
 
 A success is recorded where Celery's own ``chain`` publishes its next step, before the result
-is stored, through the link every workflow message carries (workflow_link.py). If that early
-record fails, postrun records the success instead; failures are always recorded at postrun
-(Celery calls errbacks only after storing the failure anyway).
+is stored, through the link every workflow message carries (link.py), which finds this hook as
+``app.workflow_hook``. If that early record fails, postrun records the success instead; failures
+are always recorded at postrun (Celery calls errbacks only after storing the failure anyway).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from celery import states
 
 from personal_assistant.workers.hooks.registry import WorkerHook
 from personal_assistant.workers.workflows import runtime
 from personal_assistant.workers.workflows.trigger_rules import Status
+
+if TYPE_CHECKING:
+    from personal_assistant.workers.worker_app import WorkerApp
 
 logger = logging.getLogger(__name__)
 
@@ -52,11 +55,10 @@ class WorkflowHook(WorkerHook):
 
     name = "workflows"
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: WorkerApp) -> None:
         self.app = app
         self._started: dict[str, float] = {}
         self._recorded: set[str] = set()
-        app._workflow_hook = self  # found by AdvanceWorkflow links
 
     def on_task_prerun(self, *, task: Any, task_id: str, args: Any, kwargs: Any) -> None:
         """A workflow task started: remember when."""

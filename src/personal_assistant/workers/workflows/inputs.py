@@ -1,6 +1,6 @@
 """A workflow definition given as Python data, checked as the plain JSON it will be stored as.
 
-Files go through the bounded loader (utils/bounded_yaml.py), which refuses what JSON cannot
+Files go through the bounded loader (bounded_yaml.py), which refuses what JSON cannot
 hold; a dict handed to ``submit_workflow`` does not. It may hold anything Python can: ``inf``,
 a 5,000-digit integer (``str()`` of it raises), keys that are not strings (JSON would turn
 ``1`` into ``"1"``, or fail on a tuple), sets and objects, strings with lone surrogates (UTF-8

@@ -4,9 +4,9 @@ Celery calls a message's link callbacks right after the task body returns and be
 backend stores the result: the very point where its own ``chain`` publishes the next step.
 :class:`AdvanceWorkflow` is a signature type Celery rebuilds from the message (by its
 ``subtask_type``); its :meth:`~AdvanceWorkflow.apply_async` publishes nothing and hands the
-return value to the app's workflow hook (workflow_hook.py), which records the success and
-publishes the dependents. Recording at ``task_postrun`` instead would put the result store (two
-round trips) and every success handler on each hop's path.
+return value to the app's workflow hook (``app.workflow_hook``, hook.py), which records the
+success and publishes the dependents. Recording at ``task_postrun`` instead would put the result
+store (two round trips) and every success handler on each hop's path.
 
 Workers must run a version that knows this type before they consume workflow messages that
 carry it (Celery refuses a link of an unknown type).
@@ -16,9 +16,12 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from celery import Celery
 from celery.canvas import Signature
 
-ADVANCE_SIGNATURE_TYPE = "pa_workflow_advance"
+from personal_assistant.workers import keys
+
+ADVANCE_SIGNATURE_TYPE = keys.WORKFLOW_ADVANCE_SIGNATURE_TYPE
 # The link's "task" is never published; only its signature type matters.
 ADVANCE_TASK_NAME = "personal_assistant.workers.workflow.advance"
 
@@ -35,13 +38,15 @@ class AdvanceWorkflow(Signature):  # type: ignore[misc]
     """Link callback of every workflow message: records its task's success, publishes nothing."""
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], app: Any = None) -> AdvanceWorkflow:
+    def from_dict(cls, d: dict[str, Any], app: Celery | None = None) -> AdvanceWorkflow:
         """Rebuild the link from the message (Celery looks the class up by ``subtask_type``)."""
         return cls(d, app=app)
 
     def apply_async(self, args: Any = None, kwargs: Any = None, **options: Any) -> None:
         """Record the success of the task running now (``args[0]`` is its return value)."""
-        recorder: SuccessRecorder | None = getattr(self._app, "_workflow_hook", None)
+        # The app that rebuilt the link: a WorkerApp in this project's workers; any other app
+        # (or none) has no workflow hook, and the link then does nothing.
+        recorder: SuccessRecorder | None = getattr(self._app, "workflow_hook", None)
         if recorder is not None:
             recorder.record_success(args[0] if args else None)
 

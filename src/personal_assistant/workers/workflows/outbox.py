@@ -3,7 +3,7 @@
 On a Redis broker a published task is one LPUSH onto the queue's list. The runtime builds each
 ready task's message with Celery and kombu (the same bytes ``send_task`` would push), captures
 that LPUSH instead of running it, and adds it to the commit that records the decision
-(workflow_commit.py). So "ready" and "published" commit together or not at all: no worker crash
+(commit.py). So "ready" and "published" commit together or not at all: no worker crash
 between the two can lose a dependent or send it twice, and the hop saves the publish round trip.
 
 ``before_task_publish`` is sent while the message is built, so the publish hooks stamp it as
@@ -17,10 +17,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from celery import signals
+from celery import Celery, signals
 from kombu.transport import redis as kombu_redis
 
 from personal_assistant.workers import constants as c
+from personal_assistant.workers.config import is_redis_url
 from personal_assistant.workers.hooks.registry import publishing
 
 
@@ -55,7 +56,13 @@ class _Capture:
         return channel.basic_publish(message, _publish_batch=self.sink, **kwargs)
 
 
-def supports_capture(app: Any) -> bool:
+def commit_can_publish(app: Celery) -> bool:
+    """True when the workflow commit can push ``app``'s messages itself: the broker is the very
+    Redis (and db) the workflow state lives in, and its messages can be captured."""
+    return is_redis_url(str(app.conf.broker_url)) and supports_capture(app)
+
+
+def supports_capture(app: Celery) -> bool:
     """True when messages can be captured: a kombu Redis channel with publish batches."""
     with app.producer_or_acquire() as producer:
         return hasattr(producer, "_batch_local") and isinstance(
@@ -64,7 +71,7 @@ def supports_capture(app: Any) -> bool:
 
 
 def capture(
-    app: Any,
+    app: Celery,
     name: str,
     args: list[Any],
     kwargs: dict[str, Any],
@@ -129,7 +136,7 @@ def capture(
     return CapturedPublish(name, queue, batch.sink.commands, message_headers, body)
 
 
-def signal_published(app: Any, published: CapturedPublish) -> None:
+def signal_published(app: Celery, published: CapturedPublish) -> None:
     """Send Celery's after-publish signal, as ``app``'s, for a message the commit did push."""
     with publishing(app):
         signals.after_task_publish.send(

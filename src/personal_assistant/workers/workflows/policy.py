@@ -10,8 +10,8 @@ judged by the module prefix of the task's name. Operators add names or ``fnmatch
 with ``WORKFLOW_ALLOWED_TASKS`` (``myapp.tasks.*``). Never allowed, whatever the settings say:
 ``celery.*`` and the maintenance module's tasks.
 
-Pure logic: no Celery or Redis here. The definition validator (workflow_definition.py) reports
-every refused task at submit; the runtime (workflow_runtime.py) checks again before it publishes
+Pure logic: no Celery or Redis here. The definition validator (definition.py) reports
+every refused task at submit; the runtime (runtime.py) checks again before it publishes
 a ready task, so a definition stored before the list (or the settings) changed cannot run a task
 that is no longer allowed.
 """

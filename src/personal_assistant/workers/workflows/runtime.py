@@ -1,18 +1,19 @@
 """The Redis-backed workflow runtime: submit, advance on task ends, time out, cancel, inspect.
 
 Each state change is one optimistic transaction: the task states it reads carry versions
-(workflow_store.py), the change is computed by the same :class:`DependencyScheduler` the
-in-memory API uses, and a compare-and-set script commits it (workflow_commit.py). When two
-upstreams end at the same moment on two workers, both read their shared dependent, but only one
-commit succeeds; the other re-reads, sees the dependent already ``queued`` and does not dispatch
-it: each dependent is dispatched exactly once. On a Redis broker the commit also pushes the
+(store.py), the change is computed by the same :class:`DependencyScheduler` the in-memory API
+uses, and a compare-and-set script commits it (commit.py). When two upstreams end at the same
+moment on two workers, both read their shared dependent, but only one commit succeeds; the
+other re-reads, sees the dependent already ``queued`` and does not dispatch it: each dependent
+is dispatched exactly once. On a Redis broker the commit also pushes the
 ready tasks' messages; elsewhere the winner publishes after its commit, and a publish that fails
 is recorded as that task's failure, so nothing waits forever on a message that was never sent.
 
-Every ready task is checked against the workflow allow-list (workflow_policy.py) in the same
-decision, before its message is built: one the list refuses (a definition stored before the list
-or the settings changed) is recorded as failed instead of published, and the workflow goes on by
-its trigger rules to its end.
+Every ready task is checked against the app's workflow allow-list (``app.workflow_policy``,
+policy.py) in the same decision, before its message is built: one the list refuses (a definition
+stored before the list or the settings changed) is recorded as failed instead of published, and
+the workflow goes on by its trigger rules to its end. Every function is handed the app it works
+for: its settings, policy, broker and Redis.
 """
 
 from __future__ import annotations
@@ -24,11 +25,13 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import asdict
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import redis
 
+from personal_assistant.workers import keys
 from personal_assistant.workers.config import is_redis_url, state_redis_url
+from personal_assistant.workers.redis_clients import client_for
 from personal_assistant.workers.workflows import commit as workflow_commit
 from personal_assistant.workers.workflows import outbox, store
 from personal_assistant.workers.workflows.definition import (
@@ -37,12 +40,12 @@ from personal_assistant.workers.workflows.definition import (
 )
 from personal_assistant.workers.workflows.inputs import describe
 from personal_assistant.workers.workflows.link import advance_link
-from personal_assistant.workers.workflows.policy import (
-    DEFAULT_POLICY,
-    WorkflowTaskPolicy,
-)
+from personal_assistant.workers.workflows.policy import WorkflowTaskPolicy
 from personal_assistant.workers.workflows.state_machine import DependencyScheduler
 from personal_assistant.workers.workflows.trigger_rules import FAILED_LIKE, TERMINAL, Status
+
+if TYPE_CHECKING:
+    from personal_assistant.workers.worker_app import WorkerApp
 
 logger = logging.getLogger(__name__)
 
@@ -50,12 +53,12 @@ logger = logging.getLogger(__name__)
 FINISHED_TTL_S = 7 * 86_400
 # Results feed conditions and are read with their task; a huge one is replaced by a marker.
 MAX_STORED_RESULT_CHARS = 65_536
-HEADER_WORKFLOW = "pa_workflow"
-HEADER_TASK = "pa_workflow_task"
+HEADER_WORKFLOW = keys.WORKFLOW_HEADER
+HEADER_TASK = keys.WORKFLOW_TASK_HEADER
 # The task's dependents, so the process that records its end can read their states in the same
 # round trip as the definition the first time it meets the workflow (one round trip less).
 # Left out past MAX_HINTED_DEPENDENTS: a wide fan-out would make every message carry the list.
-HEADER_NEXT = "pa_workflow_next"
+HEADER_NEXT = keys.WORKFLOW_NEXT_HEADER
 MAX_HINTED_DEPENDENTS = 32
 TIMEOUT_TASK = "personal_assistant.workers.tasks.maintenance_tasks.check_workflow_timeouts"
 _CELERY_ID_NAMESPACE = uuid.UUID("6f1c1f1e-2b1a-4c54-9d9e-7d5c2c0e4a11")
@@ -70,33 +73,9 @@ def celery_task_id(workflow_id: str, task_id: str) -> str:
     return str(uuid.uuid5(_CELERY_ID_NAMESPACE, f"{workflow_id}/{task_id}"))
 
 
-def _default_app() -> Any:
-    # Imported on use: celery_app wires the workflow hook, which imports this module.
-    from personal_assistant.workers.celery_app import app  # noqa: PLC0415
-
-    return app
-
-
-def redis_for(app: Any) -> redis.Redis:
+def redis_for(app: WorkerApp) -> redis.Redis:
     """The Redis client workflows of ``app`` live in (the broker's, else the backend's)."""
-    client = getattr(app, "_workflow_redis", None)
-    if client is None:
-        url = state_redis_url(str(app.conf.broker_url), str(app.conf.result_backend))
-        client = redis.Redis.from_url(url, socket_timeout=10)
-        app._workflow_redis = client
-    return cast(redis.Redis, client)
-
-
-def policy_for(app: Any) -> WorkflowTaskPolicy:
-    """The tasks workflows of ``app`` may run: the domain tasks plus its settings'
-    ``workflow_allowed_tasks`` (an app without settings: the domain tasks only)."""
-    policy = getattr(app, "_workflow_policy", None)
-    if policy is None:
-        settings = getattr(app, "settings", None)
-        patterns = getattr(settings, "workflow_allowed_tasks", None) or []
-        policy = WorkflowTaskPolicy.from_patterns(patterns) if patterns else DEFAULT_POLICY
-        app._workflow_policy = policy
-    return cast(WorkflowTaskPolicy, policy)
+    return client_for(state_redis_url(str(app.conf.broker_url), str(app.conf.result_backend)))
 
 
 def refuse_disallowed(
@@ -142,9 +121,9 @@ class _SchedulerCache:
         if item is not None:
             return item, {}
         with client.pipeline(transaction=False) as batch:
-            batch.get(store.def_key(workflow_id))
+            batch.get(keys.workflow_definition_key(workflow_id))
             for task_id in task_ids:
-                batch.hgetall(store.task_key(workflow_id, task_id))
+                batch.hgetall(keys.workflow_task_key(workflow_id, task_id))
             raw, *rows = batch.execute()
         if raw is None:
             raise WorkflowNotFound(workflow_id)
@@ -165,15 +144,16 @@ def transition(
     workflow_id: str,
     change: Callable[[DependencyScheduler], list[str]],
     *,
+    app: WorkerApp,
     end_as: str | None = None,
     preload: Callable[[DependencyScheduler], list[str]] | None = None,
     hint: list[str] | None = None,
-    app: Any = None,
 ) -> tuple[list[str], DependencyScheduler, WorkflowDefinition]:
     """Apply ``change`` atomically; return (tasks still to dispatch, scheduler, definition).
 
-    With ``app`` on a Redis broker, the ready tasks' messages are pushed by the same commit
-    (workflow_outbox.py) and the returned list is empty; otherwise the caller dispatches them.
+    Ready tasks ``app.workflow_policy`` refuses are recorded as failed instead. On a Redis
+    broker (``app.workflow_outbox``), the ready tasks' messages are pushed by the same commit
+    (outbox.py) and the returned list is empty; otherwise the caller dispatches them.
     ``preload`` names the tasks to read in the first round trip; ``end_as`` names the final
     state if this change ends the workflow (``cancelled``). ``hint`` names tasks to read with
     the definition if this process has not built the workflow yet (what ``preload`` will ask).
@@ -183,8 +163,8 @@ def transition(
     # submit), while each call gets its own `states`, so threads never see each other's reads.
     scheduler = copy.copy(built)
     captured: dict[str, outbox.CapturedPublish] = {}
-    use_outbox = app is not None and _outbox_supported(app)
-    policy = DEFAULT_POLICY if app is None else policy_for(app)
+    use_outbox = app.workflow_outbox
+    policy = app.workflow_policy
     while True:
         states = store.VersionedStates(client, workflow_id, definition.tasks, TERMINAL)
         scheduler.states = states
@@ -200,7 +180,7 @@ def transition(
                     captured[task_id] = _capture(app, workflow_id, task_id, definition, built)
         final = states.newly_final()
         step = workflow_commit.Commit(
-            meta_key=store.meta_key(workflow_id),
+            meta_key=keys.workflow_meta_key(workflow_id),
             checks=list(states.versions().items()),
             writes=states.changes(),
             publishes=[cmd for t in ready for cmd in captured[t].commands] if use_outbox else [],
@@ -224,17 +204,8 @@ def transition(
         return ([] if use_outbox else ready), scheduler, definition
 
 
-def _outbox_supported(app: Any) -> bool:
-    supported = getattr(app, "_workflow_outbox", None)
-    if supported is None:
-        # Only when the broker is the very Redis (and db) the workflow state lives in.
-        supported = is_redis_url(str(app.conf.broker_url)) and outbox.supports_capture(app)
-        app._workflow_outbox = supported
-    return bool(supported)
-
-
 def _capture(
-    app: Any,
+    app: WorkerApp,
     workflow_id: str,
     task_id: str,
     definition: WorkflowDefinition,
@@ -265,14 +236,14 @@ def _end(client: redis.Redis, workflow_id: str, definition: WorkflowDefinition, 
     """Close a workflow: its last task just became final (only one transaction sees that)."""
     with client.pipeline(transaction=True) as pipe:
         pipe.hset(
-            store.meta_key(workflow_id),
+            keys.workflow_meta_key(workflow_id),
             mapping={"state": json.dumps(state), "ended_at": json.dumps(time.time())},
         )
-        pipe.srem(store.OPEN_KEY, workflow_id)
+        pipe.srem(keys.WORKFLOWS_OPEN_KEY, workflow_id)
         for key in (
-            store.def_key(workflow_id),
-            store.meta_key(workflow_id),
-            *(store.task_key(workflow_id, t) for t in definition.tasks),
+            keys.workflow_definition_key(workflow_id),
+            keys.workflow_meta_key(workflow_id),
+            *(keys.workflow_task_key(workflow_id, t) for t in definition.tasks),
         ):
             pipe.expire(key, FINISHED_TTL_S)
         pipe.execute()
@@ -280,7 +251,7 @@ def _end(client: redis.Redis, workflow_id: str, definition: WorkflowDefinition, 
 
 
 def dispatch(
-    app: Any,
+    app: WorkerApp,
     workflow_id: str,
     ready: list[str],
     definition: WorkflowDefinition,
@@ -306,22 +277,21 @@ def dispatch(
             )
 
 
-def known_task_names(app: Any) -> set[str]:
+def known_task_names(app: WorkerApp) -> set[str]:
     """Names of the Celery tasks registered in ``app`` (after importing its task modules)."""
     app.loader.import_default_modules()
     return set(app.tasks.keys())
 
 
-def submit_workflow(definition: Mapping[str, Any], *, app: Any = None) -> str:
+def submit_workflow(definition: Mapping[str, Any], *, app: WorkerApp) -> str:
     """Validate ``definition`` whole, store it, dispatch its roots; return the workflow id.
 
     Raises WorkflowValidationError (and stores and dispatches nothing) when it is invalid: a
-    task that is not registered or not allowed in workflows (``policy_for``), a definition
+    task that is not registered or not allowed in workflows (``app.workflow_policy``), a definition
     over ``WORKFLOW_MAX_DEFINITION_BYTES`` as JSON or a task's arguments over
     ``WORKFLOW_MAX_ARGS_BYTES``, values JSON cannot hold, and every other problem.
     """
-    app = app or _default_app()
-    policy = policy_for(app)
+    policy = app.workflow_policy
     parsed, scheduler = parse_and_build(
         definition, known_tasks=known_task_names(app), policy=policy
     )
@@ -343,11 +313,14 @@ def submit_workflow(definition: Mapping[str, Any], *, app: Any = None) -> str:
         "failed_leaves": failed_leaves,
     }
     with client.pipeline(transaction=True) as pipe:
-        pipe.set(store.def_key(workflow_id), parsed.to_json())
-        pipe.hset(store.meta_key(workflow_id), mapping={k: json.dumps(v) for k, v in meta.items()})
+        pipe.set(keys.workflow_definition_key(workflow_id), parsed.to_json())
+        pipe.hset(
+            keys.workflow_meta_key(workflow_id), mapping={k: json.dumps(v) for k, v in meta.items()}
+        )
         for task_id, state in scheduler.states.items():
-            pipe.hset(store.task_key(workflow_id, task_id), mapping=store.encode_state(state))  # type: ignore[arg-type]
-        pipe.sadd(store.OPEN_KEY, workflow_id)
+            row = store.encode_state(state)
+            pipe.hset(keys.workflow_task_key(workflow_id, task_id), mapping=row)  # type: ignore[arg-type]
+        pipe.sadd(keys.WORKFLOWS_OPEN_KEY, workflow_id)
         pipe.execute()
     if remaining == 0:  # every task skipped at once (false conditions on the roots)
         _end(client, workflow_id, parsed, "failed" if failed_leaves else "completed")
@@ -363,19 +336,20 @@ def submit_workflow(definition: Mapping[str, Any], *, app: Any = None) -> str:
     return workflow_id
 
 
-def _schedule_timeout_checks(app: Any, workflow_id: str, definition: WorkflowDefinition) -> None:
+def _schedule_timeout_checks(
+    app: WorkerApp, workflow_id: str, definition: WorkflowDefinition
+) -> None:
     """Ask for a timeout check when each timeout falls due (the periodic sweep backs it up)."""
     delays = {t.timeout for t in definition.tasks.values() if t.timeout}
     if definition.deadline:
         delays.add(definition.deadline)
-    settings = getattr(app, "settings", None)
-    limit = settings.max_countdown if settings is not None else 3600
+    limit = app.settings.max_countdown
     for delay in sorted(d for d in delays if d is not None and d <= limit):
         app.send_task(TIMEOUT_TASK, args=[workflow_id], countdown=delay + 0.05)
 
 
 def record_task_event(
-    app: Any,
+    app: WorkerApp,
     workflow_id: str,
     task_id: str,
     status: str,
@@ -404,7 +378,7 @@ def record_task_event(
     dispatch(app, workflow_id, ready, definition, scheduler)
 
 
-def check_timeouts(app: Any, workflow_id: str) -> list[str]:
+def check_timeouts(app: WorkerApp, workflow_id: str) -> list[str]:
     """Time out what waited too long in one workflow (revoking what was already sent),
     publish what became ready; return the tasks that timed out."""
     client = redis_for(app)
@@ -433,21 +407,20 @@ def check_timeouts(app: Any, workflow_id: str) -> list[str]:
     return timed_out
 
 
-def sweep_open_workflows(app: Any) -> int:
+def sweep_open_workflows(app: WorkerApp) -> int:
     """Check timeouts of every open workflow (the periodic backstop); return how many."""
     client = redis_for(app)
-    ids = [m.decode() for m in cast(set[bytes], client.smembers(store.OPEN_KEY))]
+    ids = [m.decode() for m in cast(set[bytes], client.smembers(keys.WORKFLOWS_OPEN_KEY))]
     for workflow_id in ids:
         try:
             check_timeouts(app, workflow_id)
         except WorkflowNotFound:
-            client.srem(store.OPEN_KEY, workflow_id)
+            client.srem(keys.WORKFLOWS_OPEN_KEY, workflow_id)
     return len(ids)
 
 
-def cancel_workflow(workflow_id: str, *, app: Any = None, terminate: bool = False) -> int:
+def cancel_workflow(workflow_id: str, *, app: WorkerApp, terminate: bool = False) -> int:
     """Cancel every unfinished task (revoking queued and running ones); return how many."""
-    app = app or _default_app()
     client = redis_for(app)
     if not store.meta_of(client, workflow_id):
         raise WorkflowNotFound(workflow_id)
@@ -457,18 +430,17 @@ def cancel_workflow(workflow_id: str, *, app: Any = None, terminate: bool = Fals
         cancelled[:] = scheduler.cancel()
         return []
 
-    transition(client, workflow_id, cancel, end_as="cancelled")
+    transition(client, workflow_id, cancel, app=app, end_as="cancelled")
     if cancelled:
         app.control.revoke([celery_task_id(workflow_id, t) for t in cancelled], terminate=terminate)
     return len(cancelled)
 
 
-def workflow_status(workflow_id: str, *, app: Any = None) -> dict[str, Any]:
+def workflow_status(workflow_id: str, *, app: WorkerApp) -> dict[str, Any]:
     """The workflow's state, name and times, and each task's status, times, error and result."""
-    app = app or _default_app()
     client = redis_for(app)
     meta = store.meta_of(client, workflow_id)
-    raw_def = client.get(store.def_key(workflow_id))
+    raw_def = client.get(keys.workflow_definition_key(workflow_id))
     if not meta or raw_def is None:
         raise WorkflowNotFound(workflow_id)
     definition = WorkflowDefinition.from_json(cast(bytes, raw_def))
@@ -500,7 +472,7 @@ def workflow_status(workflow_id: str, *, app: Any = None) -> dict[str, Any]:
     }
 
 
-def _started_in_celery(app: Any, workflow_id: str, queued: list[str]) -> set[str]:
+def _started_in_celery(app: WorkerApp, workflow_id: str, queued: list[str]) -> set[str]:
     """Which queued tasks Celery's result backend says have started (STARTED)."""
     if not queued:
         return set()

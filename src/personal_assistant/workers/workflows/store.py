@@ -1,14 +1,18 @@
 """How a workflow's state lives in Redis, and the lazily loaded, versioned view of it.
 
-- ``pa:wf:<id>:def``       the validated definition (JSON, immutable after submit);
-- ``pa:wf:<id>:meta``      hash: name, state, created_at, started_at, ended_at, and two
-                           counters, ``remaining`` (tasks not final) and ``failed_leaves``;
-- ``pa:wf:<id>:t:<task>``  hash per task: status, error, result, started_at, ended_at and the
-                           tally of its upstreams' outcomes (each field a JSON value), and
-                           ``v``, its version, bumped by every committed change;
-- ``pa:wf:open``           set of the workflows still running (swept for timeouts).
+The keys are keys.py's (which also says how long they live):
 
-One hash per task means a transition validates only the tasks it reads (workflow_commit.py): the
+- ``keys.workflow_definition_key(id)``  the validated definition (JSON, immutable after submit);
+- ``keys.workflow_meta_key(id)``        hash: name, state, created_at, started_at, ended_at, and
+                                        two counters, ``remaining`` (tasks not final) and
+                                        ``failed_leaves``;
+- ``keys.workflow_task_key(id, task)``  hash per task: status, error, result, started_at,
+                                        ended_at and the tally of its upstreams' outcomes (each
+                                        field a JSON value), and ``v``, its version, bumped by
+                                        every committed change;
+- ``keys.WORKFLOWS_OPEN_KEY``           set of the workflows still running (swept for timeouts).
+
+One hash per task means a transition validates only the tasks it reads (commit.py): the
 task that ended, its dependents and the upstreams a condition names. Two upstream ends conflict
 only when they share a dependent, which is exactly when one of them must see the other's write.
 """
@@ -21,26 +25,17 @@ from typing import Any, cast
 
 import redis
 
+from personal_assistant.workers import keys
 from personal_assistant.workers.workflows.state_machine import TaskState
 
-OPEN_KEY = "pa:wf:open"
+# keys.py's workflow keys, under the names workflows/runtime.py uses.
+OPEN_KEY = keys.WORKFLOWS_OPEN_KEY
+def_key = keys.workflow_definition_key
+meta_key = keys.workflow_meta_key
+task_key = keys.workflow_task_key
+
 VERSION_FIELD = "v"
 STATE_FIELDS = ("status", "error", "result", "started_at", "ended_at", "upstream_outcomes")
-
-
-def def_key(workflow_id: str) -> str:
-    """Key of the stored definition."""
-    return f"pa:wf:{workflow_id}:def"
-
-
-def meta_key(workflow_id: str) -> str:
-    """Key of the workflow's own fields and counters."""
-    return f"pa:wf:{workflow_id}:meta"
-
-
-def task_key(workflow_id: str, task_id: str) -> str:
-    """Key of one task's state."""
-    return f"pa:wf:{workflow_id}:t:{task_id}"
 
 
 def encode_state(state: TaskState) -> dict[str, str]:
@@ -66,7 +61,7 @@ def _read_rows(
 ) -> list[dict[bytes, bytes]]:
     with client.pipeline(transaction=False) as batch:
         for task_id in task_ids:
-            batch.hgetall(task_key(workflow_id, task_id))
+            batch.hgetall(keys.workflow_task_key(workflow_id, task_id))
         return cast(list[dict[bytes, bytes]], batch.execute())
 
 
@@ -151,7 +146,7 @@ class VersionedStates(MutableMapping[str, TaskState]):
     def versions(self) -> dict[str, str]:
         """Per task read, its key and the version it had (absent counts as "0")."""
         return {
-            task_key(self._workflow_id, t): fields.get(VERSION_FIELD, "0")
+            keys.workflow_task_key(self._workflow_id, t): fields.get(VERSION_FIELD, "0")
             for t, fields in self._before.items()
         }
 
@@ -162,7 +157,7 @@ class VersionedStates(MutableMapping[str, TaskState]):
             before = self._before.get(task_id, {})
             changed = {k: v for k, v in encode_state(state).items() if before.get(k) != v}
             if changed:
-                out[task_key(self._workflow_id, task_id)] = changed
+                out[keys.workflow_task_key(self._workflow_id, task_id)] = changed
         return out
 
     def newly_final(self) -> list[str]:
@@ -177,5 +172,5 @@ class VersionedStates(MutableMapping[str, TaskState]):
 
 def meta_of(client: redis.Redis, workflow_id: str) -> dict[str, Any]:
     """The workflow's meta fields, decoded (empty when it does not exist)."""
-    raw = cast(dict[bytes, bytes], client.hgetall(meta_key(workflow_id)))
+    raw = cast(dict[bytes, bytes], client.hgetall(keys.workflow_meta_key(workflow_id)))
     return {k.decode(): json.loads(v) for k, v in raw.items()}

@@ -1,9 +1,9 @@
-"""One task of a workflow definition, checked field by field (workflow_definition.py checks
+"""One task of a workflow definition, checked field by field (definition.py checks
 the whole: top-level fields, ids, the graph).
 
 Every check appends a one-line problem naming the task and the field and carries on, so one run
 reports everything; values shown in a problem are clipped (:func:`describe`). The task's name
-must be registered (when the caller knows the registry) and allowed (workflow_policy.py); its
+must be registered (when the caller knows the registry) and allowed (policy.py); its
 arguments must fit ``WORKFLOW_MAX_ARGS_BYTES`` as JSON; its durations are finite seconds up to
 :data:`MAX_WAIT_S`.
 """

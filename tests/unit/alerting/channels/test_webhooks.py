@@ -36,7 +36,6 @@ from personal_assistant.workers.alerting.channels.webhooks import (
     Notification,
     SlackChannel,
     WebhookChannel,
-    channels_from_env,
     mask_endpoint,
     verify_signature,
 )
@@ -643,120 +642,6 @@ def test_email_repr_hides_the_password() -> None:
     assert channel.recipients == ("b@example.org", "c@example.org")
 
 
-# --- channels_from_env ----------------------------------------------------------------------
-
-FULL_ENV = {
-    "ALERT_SMTP_HOST": "smtp.example.org",
-    "ALERT_SMTP_USER": "alerts",
-    "ALERT_SMTP_PASSWORD": "pw-never-shown",
-    "ALERT_SMTP_FROM": "alerts@example.org",
-    "ALERT_SMTP_TO": "ops@example.org, oncall@example.org",
-    "ALERT_SMTP_STARTTLS": "true",
-    "ALERT_SLACK_WEBHOOK_URL": "https://hooks.slack.com" + SLACK_HOOK_PATH,
-    "ALERT_WEBHOOK_URL": "https://hooks.example.org/alerts",
-    "ALERT_WEBHOOK_SECRET": SECRET,
-}
-
-
-def test_only_the_log_channel_without_configuration() -> None:
-    channels = channels_from_env({"ALERT_SMTP_HOST": "", "ALERT_WEBHOOK_SECRET": " "})
-    assert list(channels) == ["log"]
-    assert isinstance(channels["log"], LogChannel)
-
-
-def test_every_channel_from_a_full_environment() -> None:
-    channels = channels_from_env(FULL_ENV)
-    assert list(channels) == ["log", "email", "slack", "webhook"]
-    email_channel = channels["email"]
-    assert isinstance(email_channel, EmailChannel)
-    assert email_channel.port == 587  # the STARTTLS default
-    assert email_channel.starttls
-    assert email_channel.recipients == ("ops@example.org", "oncall@example.org")
-    assert isinstance(channels["slack"], SlackChannel)
-    assert isinstance(channels["webhook"], WebhookChannel)
-    shown = " ".join(repr(c) for c in channels.values())
-    for secret in ("pw-never-shown", SECRET, "XXXXXXXX"):
-        assert secret not in shown
-
-
-@pytest.mark.parametrize("tls", [{}, {"ALERT_SMTP_STARTTLS": ""}, {"ALERT_SMTP_SSL": "false"}])
-def test_an_smtp_login_without_tls_is_refused_naming_the_settings(tls: dict[str, str]) -> None:
-    env = {k: v for k, v in FULL_ENV.items() if k != "ALERT_SMTP_STARTTLS"} | tls
-    with pytest.raises(ValueError) as caught:
-        channels_from_env(env)
-    message = str(caught.value)
-    for name in ("ALERT_SMTP_USER", "ALERT_SMTP_PASSWORD", "ALERT_SMTP_STARTTLS", "ALERT_SMTP_SSL"):
-        assert name in message
-    assert "clear text" in message
-    assert "pw-never-shown" not in message
-
-
-@pytest.mark.parametrize("tls", [{"ALERT_SMTP_STARTTLS": "true"}, {"ALERT_SMTP_SSL": "true"}])
-def test_an_smtp_login_over_tls_is_accepted(tls: dict[str, str]) -> None:
-    env = {k: v for k, v in FULL_ENV.items() if k != "ALERT_SMTP_STARTTLS"} | tls
-    email_channel = channels_from_env(env)["email"]
-    assert isinstance(email_channel, EmailChannel)
-    assert email_channel.username == "alerts"
-
-
-def test_a_short_webhook_secret_stops_start_up_naming_the_variable() -> None:
-    short = "only-twenty-one-bytes"
-    with pytest.raises(ValueError, match="ALERT_WEBHOOK_SECRET") as caught:
-        channels_from_env(FULL_ENV | {"ALERT_WEBHOOK_SECRET": short})
-    assert f"at least {c.WEBHOOK_MIN_SECRET_BYTES} bytes" in str(caught.value)
-    assert short not in str(caught.value)
-
-
-@pytest.mark.parametrize("variable", ["ALERT_SLACK_WEBHOOK_URL", "ALERT_WEBHOOK_URL"])
-def test_a_plain_http_url_stops_start_up_naming_the_variable(variable: str) -> None:
-    url = "http://hooks.example.org/services/T/B/tok3n"
-    with pytest.raises(ValueError, match=f"{variable}: .*must be https") as caught:
-        channels_from_env(FULL_ENV | {variable: url})
-    assert "tok3n" not in str(caught.value)
-
-
-@pytest.mark.parametrize(
-    ("env", "port"),
-    [({}, 25), ({"ALERT_SMTP_SSL": "yes"}, 465), ({"ALERT_SMTP_PORT": "2525"}, 2525)],
-)
-def test_smtp_default_ports(env: dict[str, str], port: int) -> None:
-    base = {"ALERT_SMTP_HOST": "h", "ALERT_SMTP_FROM": "a@b.c", "ALERT_SMTP_TO": "d@e.f"}
-    email_channel = channels_from_env({**base, **env})["email"]
-    assert isinstance(email_channel, EmailChannel)
-    assert email_channel.port == port
-
-
-@pytest.mark.parametrize(
-    ("drop", "change", "variable"),
-    [
-        ("ALERT_WEBHOOK_SECRET", {}, "ALERT_WEBHOOK_SECRET"),
-        ("ALERT_WEBHOOK_URL", {}, "ALERT_WEBHOOK_URL"),
-        ("ALERT_SMTP_TO", {}, "ALERT_SMTP_TO"),
-        ("ALERT_SMTP_FROM", {}, "ALERT_SMTP_FROM"),
-        ("ALERT_SMTP_HOST", {}, "ALERT_SMTP_HOST"),
-        ("ALERT_SMTP_PASSWORD", {}, "ALERT_SMTP_PASSWORD"),
-        ("ALERT_SMTP_USER", {}, "ALERT_SMTP_USER"),
-        ("", {"ALERT_SMTP_TO": " , "}, "ALERT_SMTP_TO"),
-        ("", {"ALERT_SMTP_TO": "ops"}, "ALERT_SMTP_TO"),
-        ("", {"ALERT_SMTP_PORT": "smtp"}, "ALERT_SMTP_PORT"),
-        ("", {"ALERT_SMTP_PORT": "70000"}, "ALERT_SMTP_PORT"),
-        ("", {"ALERT_SMTP_STARTTLS": "maybe"}, "ALERT_SMTP_STARTTLS"),
-        ("", {"ALERT_SMTP_SSL": "1"}, "ALERT_SMTP_SSL"),
-        ("", {"ALERT_SLACK_WEBHOOK_URL": "hooks.slack.com/services/T/B/tok"}, "ALERT_SLACK"),
-        ("", {"ALERT_WEBHOOK_URL": "ftp://example.org/x"}, "ALERT_WEBHOOK_URL"),
-        ("", {"ALERT_CHANNEL_TIMEOUT": "-1"}, "ALERT_CHANNEL_TIMEOUT"),
-    ],
-)
-def test_partial_configuration_names_the_variable(
-    drop: str, change: dict[str, str], variable: str
-) -> None:
-    env = {k: v for k, v in FULL_ENV.items() if k != drop} | change
-    with pytest.raises(ValueError, match=variable) as caught:
-        channels_from_env(env)
-    for secret in ("pw-never-shown", SECRET, "XXXXXXXX", "/tok"):
-        assert secret not in str(caught.value)
-
-
 # --- ChannelDispatcher ----------------------------------------------------------------------
 
 
@@ -820,9 +705,7 @@ def test_retries_back_off_then_count_one_failure_per_notification(
         failure_counter=counter,
     )
     dispatchers.append(dispatcher)
-    with caplog.at_level(
-        logging.DEBUG, logger="personal_assistant.workers.alerting.channels.webhooks"
-    ):
+    with caplog.at_level(logging.DEBUG, logger="personal_assistant.workers.alerting.delivery"):
         dispatcher.dispatch(["flaky"], note(fingerprint="a"))
         dispatcher.dispatch(["flaky"], note(fingerprint="b"))
         assert dispatcher.flush(timeout=10)

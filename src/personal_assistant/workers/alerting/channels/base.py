@@ -21,10 +21,11 @@ from typing import Any, Final, Protocol, runtime_checkable
 
 from personal_assistant.workers import constants as c
 from personal_assistant.workers.alerting.templates import clip_message
-from personal_assistant.workers.config import MASK
+from personal_assistant.workers.config import ALERT_CHANNEL_TIMEOUT_S, MASK
 
 STATES: Final = frozenset({"firing", "resolved"})
-DEFAULT_TIMEOUT_S: Final = 5.0
+# A channel built without a timeout waits as long as one built from the settings' default.
+DEFAULT_TIMEOUT_S: Final = ALERT_CHANNEL_TIMEOUT_S
 
 
 class ChannelError(Exception):

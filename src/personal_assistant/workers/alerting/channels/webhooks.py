@@ -4,15 +4,16 @@ A :class:`Notification` is what the alert manager hands over for one alert turni
 resolved; a :class:`Channel` sends it and raises on failure. This module holds the log, Slack and
 webhook channels and the webhook signature helpers, and is the import path of the whole alert
 channel API: it re-exports the notification and protocol (``alert_notification``), the e-mail
-channel (``alert_email``), :class:`ChannelDispatcher`, which sends one notification to several
-channels without ever making the caller wait (``alert_dispatch``), and
-:func:`channels_from_env` (``alert_channels_config``).
+channel (``alert_email``) and :class:`ChannelDispatcher`, which sends one notification to
+several channels without ever making the caller wait (``alert_dispatch``). The channels of a
+process are built from its settings by ``alerting.channels.config.channels_from_settings``.
 
 Secrets stay secret: SMTP passwords and webhook secrets are never logged nor shown in ``repr``
 or errors, and webhook URLs (Slack's carry their token in the path) are shown as scheme and host
 only (:func:`mask_endpoint`). Slack and webhook URLs must be https (plain http is accepted only to
 a loopback host, which is what tests use): a webhook body names failing tasks and their errors,
-and a Slack URL is itself a credential.
+and a Slack URL is itself a credential. That check (``check_http_url``) and
+:func:`mask_endpoint` live in config.py, which validates the ALERT_* settings with them.
 
 Webhook signatures (``alert_signing``, re-exported here): ``X-Alert-Timestamp: <t>`` (Unix
 seconds) and ``X-Signature-256: sha256=<hex>``, the HMAC-SHA256 with the shared secret of
@@ -25,7 +26,6 @@ a captured request cannot be replayed later. The secret is at least ``WEBHOOK_MI
 from __future__ import annotations
 
 import http.client
-import ipaddress
 import json
 import logging
 import ssl
@@ -46,7 +46,6 @@ from personal_assistant.workers.alerting.channels.base import (
     _one_line,
     _Scrubber,
 )
-from personal_assistant.workers.alerting.channels.config import channels_from_env
 from personal_assistant.workers.alerting.channels.email import EmailChannel
 from personal_assistant.workers.alerting.channels.signing import (
     SIGNATURE_HEADER,
@@ -60,7 +59,7 @@ from personal_assistant.workers.alerting.delivery import (
     ChannelDispatcher,
     ChannelStats,
 )
-from personal_assistant.workers.config import MASK, ConfigError
+from personal_assistant.workers.config import MASK, ConfigError, check_http_url, mask_endpoint
 
 __all__ = [
     "ALERT_LOGGER",
@@ -80,7 +79,6 @@ __all__ = [
     "Notification",
     "SlackChannel",
     "WebhookChannel",
-    "channels_from_env",
     "mask_endpoint",
     "verify_signature",
 ]
@@ -94,55 +92,6 @@ _ERROR_BODY_BYTES = 200
 
 
 # --- Helpers --------------------------------------------------------------------------------
-
-
-def mask_endpoint(url: str) -> str:
-    """``scheme://host[:port]/****``: what may be shown of a URL whose path is a credential."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        port = f":{parts.port}" if parts.port else ""
-    except ValueError:
-        return MASK
-    if not parts.scheme or not host:
-        return MASK
-    if ":" in host:
-        host = f"[{host}]"
-    hidden = parts.path not in ("", "/") or parts.query or parts.fragment or parts.username
-    return f"{parts.scheme}://{host}{port}" + (f"/{MASK}" if hidden else "")
-
-
-def _is_loopback(host: str) -> bool:
-    """``localhost`` or a loopback address (127.0.0.0/8, ::1): where plain http may go."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _check_http_url(url: str, what: str) -> str:
-    """An https URL (http to loopback only) with a host and nothing that could break the
-    request line."""
-    if not isinstance(url, str) or not url:
-        raise ValueError(f"{what}: no URL given")
-    if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in url):
-        raise ValueError(f"{what}: URL {mask_endpoint(url)} contains whitespace or controls")
-    try:
-        parts = urlsplit(url)
-        _ = parts.port
-    except ValueError:
-        raise ValueError(f"{what}: unparseable URL {mask_endpoint(url)}") from None
-    if parts.scheme not in {"http", "https"}:
-        raise ValueError(f"{what}: URL must be https (got {parts.scheme or 'none'!r})")
-    if not parts.hostname:
-        raise ValueError(f"{what}: URL {mask_endpoint(url)} has no host")
-    if parts.scheme == "http" and not _is_loopback(parts.hostname):
-        raise ValueError(
-            f"{what}: URL {mask_endpoint(url)} must be https (plain http only to a loopback host)"
-        )
-    return url
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -243,7 +192,7 @@ class SlackChannel:
     def __init__(
         self, webhook_url: str, timeout: float = DEFAULT_TIMEOUT_S, *, name: str = "slack"
     ) -> None:
-        self._url = _check_http_url(webhook_url, "Slack webhook")
+        self._url = check_http_url(webhook_url, "Slack webhook")
         if timeout <= 0:
             raise ValueError(f"timeout must be positive (got {timeout})")
         self.name = name
@@ -319,7 +268,7 @@ class WebhookChannel:
         problem = secret_problem(secret)
         if problem is not None:
             raise ValueError(problem)
-        self._url = _check_http_url(url, "webhook")
+        self._url = check_http_url(url, "webhook")
         if timeout <= 0:
             raise ValueError(f"timeout must be positive (got {timeout})")
         self.name = name
