@@ -9,6 +9,7 @@ import pytest
 import redis
 
 from personal_assistant.workers import constants as c
+from personal_assistant.workers import keys
 from personal_assistant.workers.broker.priority import redis_list_names
 from personal_assistant.workers.celery_app import WorkerApp
 from personal_assistant.workers.monitoring.queue_depth import queue_depths
@@ -187,3 +188,44 @@ def test_a_process_new_to_a_workflow_reads_its_definition_and_states_in_one_roun
         assert tasks["a"]["status"] == Status.COMPLETED
         assert tasks["b"]["status"] == Status.QUEUED
         assert tasks["c"]["status"] == Status.PENDING
+
+
+def test_a_process_that_knows_the_workflow_records_an_end_with_the_carried_row_in_one_round_trip(
+    producer_app: WorkerApp, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    warm_up = runtime.submit_workflow(three_step_chain(), app=producer_app)
+    runtime.record_task_event(producer_app, warm_up, "a", Status.COMPLETED)  # loads the script
+    carried = runtime.submit_workflow(three_step_chain(), app=producer_app)
+    uncarried = runtime.submit_workflow(three_step_chain(), app=producer_app)
+    stale = runtime.submit_workflow(three_step_chain(), app=producer_app)
+    rows = {
+        m["headers"][runtime.HEADER_WORKFLOW]: m["headers"][runtime.HEADER_ROW]
+        for m in waiting_messages(redis_client)
+    }
+    # Changed after its message was sent (a timeout check would bump it): the row is stale.
+    redis_client.hincrby(keys.workflow_task_key(stale, "a"), "v", 1)
+    sends: list[bytes] = []
+    send: Any = redis.connection.AbstractConnection.send_packed_command
+
+    def counting(self: Any, command: Any, check_health: bool = True) -> None:
+        sends.append(command)
+        send(self, command, check_health)
+
+    round_trips: dict[str, int] = {}
+    for workflow_id, row in ((carried, rows[carried]), (uncarried, None), (stale, rows[stale])):
+        runtime.workflow_status(workflow_id, app=producer_app)  # nothing to do with the cache
+        runtime._cache.get_with_rows(runtime.redis_for(producer_app), workflow_id, [])
+        monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counting)
+        sends.clear()
+        runtime.record_task_event(producer_app, workflow_id, "a", Status.COMPLETED, row=row)
+        round_trips[workflow_id] = len(sends)
+        monkeypatch.undo()
+    # The commit alone; the read then the commit; a commit that conflicts, the read, the commit.
+    assert round_trips == {carried: 1, uncarried: 2, stale: 3}
+    for workflow_id in (carried, uncarried, stale):
+        tasks = runtime.workflow_status(workflow_id, app=producer_app)["tasks"]
+        assert tasks["a"]["status"] == Status.COMPLETED
+        assert tasks["b"]["status"] == Status.QUEUED
+        assert tasks["c"]["status"] == Status.PENDING
+    next_rows = [m["headers"][runtime.HEADER_ROW] for m in waiting_messages(redis_client)]
+    assert all(row["v"] == "1" and json.loads(row["status"]) == Status.QUEUED for row in next_rows)

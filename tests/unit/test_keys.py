@@ -47,6 +47,7 @@ EXPECTED = {
     "WORKFLOW_HEADER": "pa_workflow",
     "WORKFLOW_TASK_HEADER": "pa_workflow_task",
     "WORKFLOW_NEXT_HEADER": "pa_workflow_next",
+    "WORKFLOW_ROW_HEADER": "pa_workflow_row",
     "PUBLISHED_AT_HEADER": "pa_published_at",
     "DLQ_REPLAY_OF_HEADER": "dlq_replay_of",
     "REDELIVERED_HEADER": "redelivered",

@@ -1,6 +1,6 @@
 """The composition root: ``celery -A personal_assistant.workers.celery_app worker|beat|...``.
 
-Builds the deployment's :data:`app` from the environment (config.py) on import; a bad value stops
+Builds the deployment's :data:`app` from the environment (config/) on import; a bad value stops
 start-up here with one line naming the variable. The app type and its factory live in app.py
 (importable without building anything); they are re-exported here for the seed's callers.
 """

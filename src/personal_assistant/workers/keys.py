@@ -191,6 +191,10 @@ WORKFLOW_TASK_HEADER: Final = "pa_workflow_task"
 # The task's dependents (list of task ids, absent past a fan-out of 32), so the process that
 # records its end reads their states with the definition in one round trip.
 WORKFLOW_NEXT_HEADER: Final = "pa_workflow_next"
+# The task's own state row as the commit that dispatched it wrote it: [version, {field: JSON}].
+# The process that records the task's end starts from it instead of reading the row (the commit
+# still checks the version, so a row changed since is read again).
+WORKFLOW_ROW_HEADER: Final = "pa_workflow_row"
 # Unix time of the publish, stamped by the producer's publish hook; the worker's metrics read
 # it for ``celery_task_queue_wait_time``; the poison screen checks its type.
 PUBLISHED_AT_HEADER: Final = "pa_published_at"

@@ -1,4 +1,4 @@
-"""The recorder's per-task bookkeeping: plain-number series, child usage read once per batch.
+"""The recorder's per-task bookkeeping: series looked up once, child usage read once per batch.
 
 Real processes stand in for pool children: what is read is their real ``/proc/<pid>/stat``.
 """
@@ -6,84 +6,13 @@ Real processes stand in for pool children: what is read is their real ``/proc/<p
 from __future__ import annotations
 
 import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
-from prometheus_client import CollectorRegistry, Histogram
 
-from personal_assistant.workers.app import WorkerApp
-from personal_assistant.workers.config import load_settings
-from personal_assistant.workers.metrics.child_usage import ChildUsage
-from personal_assistant.workers.metrics.hook import MetricsHook
 from personal_assistant.workers.metrics.recorder import TaskMetricsRecorder
-from personal_assistant.workers.metrics.series import RUNTIME_BUCKETS, BucketCounts
-
-BURN = "import time\nend = time.process_time() + {seconds}\nwhile time.process_time() < end: pass\n"
-
-
-@pytest.fixture
-def child() -> Iterator[subprocess.Popen[bytes]]:
-    """A child that burns 0.3 s of CPU, then sleeps until killed (yielded once it runs Python,
-    so its memory is an interpreter's, not a process half-way through exec)."""
-    code = "print('up', flush=True)\n" + BURN.format(seconds=0.3) + "time.sleep(60)\n"
-    process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
-    assert process.stdout is not None and process.stdout.readline() == b"up\n"
-    yield process
-    process.stdout.close()
-    process.kill()
-    process.wait()
-
-
-def sample(recorder: TaskMetricsRecorder, metric: str, **labels: str) -> float | None:
-    return recorder.registry.get_sample_value(metric, labels)
-
-
-def test_a_task_is_charged_the_cpu_its_child_used_since_the_previous_task_ended(
-    child: subprocess.Popen[bytes],
-) -> None:
-    usage = ChildUsage()
-    usage.begin(child.pid)  # the child's start-up is nobody's task
-    time.sleep(0.6)  # the burn happens "during the task"
-    ended = usage.end(child.pid)
-    assert ended is not None
-    cpu, rss = ended
-    assert 0.2 <= cpu <= 0.6
-    assert rss > 1_000_000
-    again = usage.end(child.pid)  # the child now only sleeps: the next task used nothing
-    assert again is not None and again[0] < 0.05
-
-
-def test_a_child_that_is_gone_reports_nothing_and_is_forgotten(
-    child: subprocess.Popen[bytes],
-) -> None:
-    usage = ChildUsage()
-    usage.begin(child.pid)
-    child.kill()
-    child.wait()  # reaped: its open stat file now fails, even if the pid is reused later
-    assert usage.end(child.pid) is None
-    assert usage.end(child.pid) is None  # and nothing stale was kept
-
-
-def test_open_files_of_recycled_children_are_bounded() -> None:
-    usage = ChildUsage(size=3)
-    processes = [subprocess.Popen(["sleep", "30"]) for _ in range(5)]
-    try:
-        for process in processes:
-            usage.begin(process.pid)
-        assert len(usage._files) == 3  # the two oldest were closed
-        assert list(usage._files) == [p.pid for p in processes[2:]]
-    finally:
-        usage.close()
-        for process in processes:
-            process.kill()
-            process.wait()
-    assert usage._files == {}
-
-
-LABELS = {"name": "tests.noop", "hostname": "w1@host", "queue_name": "file_tasks"}
+from tests.support.recorder_samples import LABELS, sample
 
 
 def run_tasks(recorder: TaskMetricsRecorder, pid: int, runtimes: list[float]) -> None:
@@ -110,60 +39,6 @@ def test_a_task_kinds_series_are_looked_up_once_and_scraped_under_the_usual_name
     assert sample(recorder, "celery_task_queue_wait_time_count", **LABELS) == 3
     assert (sample(recorder, "celery_task_max_rss_bytes", **LABELS) or 0) > 1_000_000
     assert sample(recorder, "celery_worker_tasks_active", hostname="w1@host") == 0
-
-
-def test_failures_are_counted_per_exception_class() -> None:
-    recorder = TaskMetricsRecorder("w1@host")
-    series = recorder.series("tests.noop", "file_tasks")
-    series.failed["ValueError"] = 2
-    series.failed["KeyError"] = 1
-    value = sample(recorder, "celery_task_failed_total", exception="ValueError", **LABELS)
-    assert value == 2
-    assert sample(recorder, "celery_task_failed_total", exception="KeyError", **LABELS) == 1
-
-
-def test_rejections_are_counted_per_reason() -> None:
-    recorder = TaskMetricsRecorder("w1@host")
-    series = recorder.series("tests.noop", "file_tasks")
-    series.rejected["requeued"] = 3
-    series.rejected["bad_eta"] = 1
-
-    assert sample(recorder, "celery_task_rejected_total", reason="requeued", **LABELS) == 3
-    assert sample(recorder, "celery_task_rejected_total", reason="bad_eta", **LABELS) == 1
-
-
-def test_a_rejected_message_reported_by_the_worker_is_counted_in_its_apps_recorder(
-    clean_env: pytest.MonkeyPatch,
-) -> None:
-    recorder = TaskMetricsRecorder("w1@host")
-    app = WorkerApp(load_settings(), set_as_current=False)
-    app.metrics_recorder = recorder  # as MetricsHook installs it at worker init
-    try:
-        MetricsHook(app).on_message_rejected(
-            reason="unknown_task", task_name="tests.noop", queue="file_tasks", task_id="x"
-        )
-    finally:
-        app.close()
-
-    assert sample(recorder, "celery_task_rejected_total", reason="unknown_task", **LABELS) == 1
-
-
-def test_histogram_samples_match_prometheus_clients_own_histogram() -> None:
-    values = [0.0, 0.004, 0.005, 0.0051, 0.3, 1.0, 7.0, 3599.0, 3600.0, 5000.0]
-    ours = BucketCounts(RUNTIME_BUCKETS)
-    registry = CollectorRegistry()
-    theirs = Histogram("h", "h", buckets=RUNTIME_BUCKETS, registry=registry)
-    for value in values:
-        ours.observe(value)
-        theirs.observe(value)
-    expected = [
-        (s.labels["le"], s.value)
-        for m in registry.collect()
-        for s in m.samples
-        if s.name == "h_bucket"
-    ]
-    assert ours.cumulative() == expected
-    assert ours.total == pytest.approx(sum(values))
 
 
 def test_cpu_is_read_once_per_batch_and_shared_by_run_time(

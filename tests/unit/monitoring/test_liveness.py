@@ -1,11 +1,10 @@
-"""Queue depth, worker and beat liveness, and task snapshots, measured on a real Redis."""
+"""Worker liveness (the registry and the heartbeat thread) and beat liveness, on a real Redis."""
 
 from __future__ import annotations
 
 import json
 import logging
 import time
-from collections import Counter
 from typing import Any
 
 import pytest
@@ -15,82 +14,15 @@ from redis.retry import Retry
 
 from personal_assistant.workers import constants as c
 from personal_assistant.workers import keys
-from personal_assistant.workers.broker.priority import redis_bucket_for, redis_list_names
-from personal_assistant.workers.celery_app import WorkerApp
-from personal_assistant.workers.metrics.snapshots import (
-    Snapshot,
-    read_snapshots,
-    task_rates,
-    write_snapshot,
-)
 from personal_assistant.workers.monitoring.liveness import (
     BeatLiveness,
     Heartbeat,
     WorkerRegistry,
 )
-from personal_assistant.workers.monitoring.queue_depth import queue_depths
 from tests.support.redis_server import free_port
 from tests.support.waiting import wait_for
 
-PROBE = f"{c.TASKS_PACKAGE}.file_tasks.probe"
 T0 = 1_700_000_000.0
-
-# --- Queue depth ------------------------------------------------------------------------------
-
-
-def test_queue_depth_counts_messages_of_every_priority(
-    producer_app: WorkerApp, redis_client: redis.Redis
-) -> None:
-    priorities = [0, 1, 3, 5, 5, 7, 9, 9, 9, 2]
-    for priority in priorities:
-        producer_app.send_task(PROBE, queue=c.FILE_QUEUE, priority=priority)
-    producer_app.send_task(PROBE, queue=c.EMAIL_QUEUE, priority=4)
-
-    depths = queue_depths(redis_client, c.QUEUES)
-
-    assert depths == {
-        c.AI_QUEUE: 0,
-        c.EMAIL_QUEUE: 1,
-        c.FILE_QUEUE: len(priorities),
-        c.SYNC_QUEUE: 0,
-        c.MAINTENANCE_QUEUE: 0,
-    }
-    # The messages really are spread over several lists ...
-    per_list = Counter(redis_bucket_for(p) for p in priorities)
-    lists = redis_list_names(c.FILE_QUEUE)
-    assert [int(redis_client.llen(name)) for name in lists] == [per_list[i] for i in range(10)]
-    # ... so counting only the first one (the popular exporter's bug) is wrong.
-    first_only = int(redis_client.llen(c.FILE_QUEUE))
-    assert first_only == 3  # the three priority-9 messages
-    assert first_only < depths[c.FILE_QUEUE]
-    # Kombu's own count over its priority steps agrees.
-    with producer_app.connection_for_write() as conn:
-        channel: Any = conn.default_channel
-        assert channel._size(c.FILE_QUEUE) == depths[c.FILE_QUEUE]
-        assert channel._size(c.EMAIL_QUEUE) == depths[c.EMAIL_QUEUE]
-
-
-def test_queue_depth_is_one_round_trip_for_all_queues(
-    redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    redis_client.rpush(redis_list_names(c.AI_QUEUE)[4], b"m1", b"m2")
-    redis_client.rpush(c.SYNC_QUEUE, b"m3")
-    pipelines = []
-    real_pipeline = redis_client.pipeline
-
-    def counting_pipeline(*args: Any, **kwargs: Any) -> Any:
-        pipe = real_pipeline(*args, **kwargs)
-        pipelines.append(pipe)
-        return pipe
-
-    monkeypatch.setattr(redis_client, "pipeline", counting_pipeline)
-    depths = queue_depths(redis_client, c.QUEUES)
-
-    assert depths[c.AI_QUEUE] == 2
-    assert depths[c.SYNC_QUEUE] == 1
-    assert len(pipelines) == 1
-    assert queue_depths(redis_client, []) == {}
-    assert queue_depths(redis_client, ["nobody_uses_this"]) == {"nobody_uses_this": 0}
 
 
 # --- Worker registry ----------------------------------------------------------------------------
@@ -345,51 +277,3 @@ def test_beat_liveness_age(redis_client: redis.Redis) -> None:
     assert age is not None
     assert age < 5
     assert redis_client.exists(keys.BEAT_TICK_KEY)
-
-
-# --- Snapshots ----------------------------------------------------------------------------------
-
-
-def test_write_snapshot_rotates_current_to_prev(redis_client: redis.Redis) -> None:
-    write_snapshot(redis_client, "w1@host", {"a": {"count": 10, "failed": 1, "p95": 0.2}}, T0)
-    [(current, prev)] = read_snapshots(redis_client, now=T0).values()
-    assert prev is None
-    assert current["tasks"]["a"]["count"] == 10
-
-    write_snapshot(redis_client, "w1@host", {"a": {"count": 70, "failed": 2, "p95": 0.3}}, T0 + 20)
-    snapshots = read_snapshots(redis_client, now=T0 + 20)
-    current, prev = snapshots["w1@host"]
-    assert prev is not None
-    assert (prev["ts"], current["ts"]) == (T0, T0 + 20)
-    assert task_rates(current, prev) == {"a": pytest.approx(3.0)}
-    ttl = int(redis_client.ttl(keys.metrics_snapshot_prev_key("w1@host")))
-    assert 86_000 < ttl <= 86_400
-
-
-def test_task_rates_edge_cases() -> None:
-    prev: Snapshot = {"ts": T0, "tasks": {"a": {"count": 100}, "gone": {"count": 5}}}
-    restarted: Snapshot = {"ts": T0 + 10, "tasks": {"a": {"count": 20}, "new": {"count": 5}}}
-    # A lower count means the worker restarted: the new count is the increase (like rate()).
-    assert task_rates(restarted, prev) == {"a": 2.0, "new": 0.5}
-    assert task_rates(restarted, None) == {"a": None, "new": None}
-    same_time: Snapshot = {"ts": T0, "tasks": {"a": {"count": 101}}}
-    assert task_rates(same_time, prev) == {"a": None}
-
-
-def test_read_snapshots_skips_malformed_and_expired(
-    redis_client: redis.Redis, caplog: pytest.LogCaptureFixture
-) -> None:
-    write_snapshot(redis_client, "good@host", {"a": {"count": 1}}, T0)
-    write_snapshot(redis_client, "old@host", {"a": {"count": 1}}, T0 - 90_000)
-    redis_client.zadd(keys.METRICS_SNAPSHOTS_INDEX_KEY, {"bad@host": T0})
-    redis_client.set(keys.metrics_snapshot_key("bad@host"), b"{not json")
-    redis_client.zadd(keys.METRICS_SNAPSHOTS_INDEX_KEY, {"nots@host": T0})
-    redis_client.set(keys.metrics_snapshot_key("nots@host"), json.dumps({"tasks": {}}))
-
-    with caplog.at_level(logging.WARNING):
-        snapshots = read_snapshots(redis_client, now=T0)
-
-    assert list(snapshots) == ["good@host"]
-    assert redis_client.zscore(keys.METRICS_SNAPSHOTS_INDEX_KEY, "old@host") is None
-    assert any("malformed" in r.getMessage() for r in caplog.records)
-    assert any("without a valid ts" in r.getMessage() for r in caplog.records)

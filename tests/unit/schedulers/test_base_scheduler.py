@@ -8,7 +8,6 @@ from celery.schedules import crontab
 from personal_assistant.workers.celery_app import WorkerApp
 from personal_assistant.workers.constants import TASKS_PACKAGE
 from personal_assistant.workers.schedulers.base_scheduler import PeriodicTask, build_beat_schedule
-from personal_assistant.workers.schedulers.maintenance_scheduler import MAINTENANCE_SCHEDULE
 
 TEMP_TASK = f"{TASKS_PACKAGE}.file_tasks.cleanup_temp_files"
 LOG_TASK = f"{TASKS_PACKAGE}.maintenance_tasks.cleanup_old_logs"
@@ -71,15 +70,6 @@ def test_the_same_name_twice_in_one_group_is_refused() -> None:
 def test_a_task_outside_the_task_package_is_refused(task: str) -> None:
     with pytest.raises(ValueError, match=f"outside {TASKS_PACKAGE}"):
         build_beat_schedule([PeriodicTask("foreign", task, 60.0)])
-
-
-def test_the_maintenance_schedule_cleans_temp_files_and_logs_at_night() -> None:
-    schedule = build_beat_schedule(MAINTENANCE_SCHEDULE)
-
-    assert schedule["cleanup-temp-files"]["task"] == TEMP_TASK
-    assert schedule["cleanup-temp-files"]["schedule"] == crontab(hour=2, minute=0)
-    assert schedule["cleanup-old-logs"]["task"] == LOG_TASK
-    assert schedule["cleanup-old-logs"]["schedule"] == crontab(hour=3, minute=0)
 
 
 def test_the_apps_beat_schedule_names_registered_tasks(producer_app: WorkerApp) -> None:

@@ -27,13 +27,17 @@ import redis
 # with an expiry, publish for fanout). Anything else is refused before it reaches the script.
 ALLOWED_PUBLISH_COMMANDS = frozenset({"lpush", "pexpire", "publish"})
 
-# The task hashes' version field is ``v`` (store.VERSION_FIELD). The script touches
+# The task hashes' version field is ``v`` (store.VERSION_FIELD); a check marked strict fails
+# when the field is missing (rows a submit wrote before versions were stored). The script touches
 # keys it is not passed in KEYS: fine on the single Redis that kombu's transport requires too.
 _SCRIPT = """
 local req = cjson.decode(ARGV[1])
 for _, c in ipairs(req.check) do
   local v = redis.call('HGET', c[1], 'v')
-  if v == false then v = '0' end
+  if v == false then
+    if c[3] == 1 then return false end
+    v = '0'
+  end
   if v ~= c[2] then return false end
 end
 for _, w in ipairs(req.write) do
@@ -61,6 +65,8 @@ class Commit:
 
     meta_key: str
     checks: list[tuple[str, str]] = field(default_factory=list)
+    #: Keys of ``checks`` whose version field must exist: rows taken as submitted, unread.
+    strict: frozenset[str] = frozenset()
     writes: dict[str, dict[str, str]] = field(default_factory=dict)
     publishes: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
     final: int = 0
@@ -73,7 +79,7 @@ class Commit:
                 raise ValueError(f"refusing to commit a {name!r} command with a transition")
         return json.dumps(
             {
-                "check": [[key, version] for key, version in self.checks],
+                "check": [[key, version, int(key in self.strict)] for key, version in self.checks],
                 "write": [
                     [key, *(part for item in fields.items() for part in item)]
                     for key, fields in self.writes.items()

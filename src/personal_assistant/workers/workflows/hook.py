@@ -37,6 +37,11 @@ def _workflow_of(task: Any) -> tuple[str, str] | None:
     return None
 
 
+def _row_of(task: Any) -> Any:
+    """The task's state row its message carried (validated by the runtime before use)."""
+    return getattr(getattr(task, "request", None), runtime.HEADER_ROW, None)
+
+
 def _dependents_of(task: Any) -> list[str] | None:
     """The dependents the task's message names (a hint: absent on older messages)."""
     named = getattr(getattr(task, "request", None), runtime.HEADER_NEXT, None)
@@ -78,7 +83,12 @@ class WorkflowHook(WorkerHook):
         task_id = str(task.request.id)
         try:
             self._record(
-                *found, task_id, Status.COMPLETED, result=retval, dependents=_dependents_of(task)
+                *found,
+                task_id,
+                Status.COMPLETED,
+                result=retval,
+                dependents=_dependents_of(task),
+                row=_row_of(task),
             )
         except Exception:
             logger.exception("workflow %s: early record of %s failed; retried at postrun", *found)
@@ -97,11 +107,16 @@ class WorkflowHook(WorkerHook):
             self._recorded.discard(task_id)
             return
         dependents = _dependents_of(task)
+        row = _row_of(task)
         if state == states.SUCCESS:
-            self._record(*found, task_id, Status.COMPLETED, result=retval, dependents=dependents)
+            self._record(
+                *found, task_id, Status.COMPLETED, result=retval, dependents=dependents, row=row
+            )
         elif state == states.FAILURE:
             error = f"{type(retval).__name__}: {retval}"
-            self._record(*found, task_id, Status.FAILED, error=error, dependents=dependents)
+            self._record(
+                *found, task_id, Status.FAILED, error=error, dependents=dependents, row=row
+            )
         # RETRY, IGNORED, REJECTED: not finished; the real end comes later (keep the start).
 
     def _record(
@@ -114,6 +129,7 @@ class WorkflowHook(WorkerHook):
         result: Any = None,
         error: str | None = None,
         dependents: list[str] | None = None,
+        row: Any = None,
     ) -> None:
         runtime.record_task_event(
             self.app,
@@ -124,5 +140,6 @@ class WorkflowHook(WorkerHook):
             error=error,
             started_at=self._started.get(task_id),
             dependents=dependents,
+            row=row,
         )
         self._started.pop(task_id, None)  # only once recorded: a failed early try keeps it

@@ -59,6 +59,7 @@ HEADER_TASK = keys.WORKFLOW_TASK_HEADER
 # round trip as the definition the first time it meets the workflow (one round trip less).
 # Left out past MAX_HINTED_DEPENDENTS: a wide fan-out would make every message carry the list.
 HEADER_NEXT = keys.WORKFLOW_NEXT_HEADER
+HEADER_ROW = keys.WORKFLOW_ROW_HEADER
 MAX_HINTED_DEPENDENTS = 32
 TIMEOUT_TASK = "personal_assistant.workers.tasks.maintenance_tasks.check_workflow_timeouts"
 _CELERY_ID_NAMESPACE = uuid.UUID("6f1c1f1e-2b1a-4c54-9d9e-7d5c2c0e4a11")
@@ -148,6 +149,7 @@ def transition(
     end_as: str | None = None,
     preload: Callable[[DependencyScheduler], list[str]] | None = None,
     hint: list[str] | None = None,
+    carried: tuple[str, dict[str, str]] | None = None,
 ) -> tuple[list[str], DependencyScheduler, WorkflowDefinition]:
     """Apply ``change`` atomically; return (tasks still to dispatch, scheduler, definition).
 
@@ -157,6 +159,9 @@ def transition(
     ``preload`` names the tasks to read in the first round trip; ``end_as`` names the final
     state if this change ends the workflow (``cancelled``). ``hint`` names tasks to read with
     the definition if this process has not built the workflow yet (what ``preload`` will ask).
+    ``carried`` is (task id, row) from the message of the task whose end this records: with it,
+    the first attempt takes that row and its single-upstream dependents' pristine rows as
+    stored instead of reading them (the commit checks their versions: a wrong guess conflicts).
     """
     (definition, built, leaves), seed = _cache.get_with_rows(client, workflow_id, hint or [])
     # A shallow copy per call: the graph, rules and conditions are shared (never change after
@@ -171,17 +176,23 @@ def transition(
         if seed:
             states.seed(seed)  # read with the definition: only valid for the first attempt
             seed = {}
+        elif carried is not None:
+            _expect_unread(states, built, *carried)
+        carried = None  # a conflict means a guess was wrong: later attempts read
         if preload is not None:
             states.preload(preload(scheduler))
         ready = refuse_disallowed(workflow_id, change(scheduler), definition, scheduler, policy)
         if use_outbox:
             for task_id in ready:
-                if task_id not in captured:  # built once, even if we decide again
-                    captured[task_id] = _capture(app, workflow_id, task_id, definition, built)
+                if task_id not in captured:  # built once per attempt that commits
+                    captured[task_id] = _capture(
+                        app, workflow_id, task_id, definition, built, row=states.row_after(task_id)
+                    )
         final = states.newly_final()
         step = workflow_commit.Commit(
             meta_key=keys.workflow_meta_key(workflow_id),
             checks=list(states.versions().items()),
+            strict=states.strict_keys(),
             writes=states.changes(),
             publishes=[cmd for t in ready for cmd in captured[t].commands] if use_outbox else [],
             final=len(final),
@@ -190,7 +201,10 @@ def transition(
         try:
             counters = workflow_commit.commit(client, step)
         except workflow_commit.ConflictError:
-            continue  # someone changed what we read: read again and decide again
+            # Someone changed what we read: read again and decide again. The messages carry
+            # their task's row as this commit would have left it, so they are built again.
+            captured.clear()
+            continue
         if use_outbox:
             for task_id in ready:
                 outbox.signal_published(app, captured[task_id])
@@ -204,12 +218,25 @@ def transition(
         return ([] if use_outbox else ready), scheduler, definition
 
 
+def _expect_unread(
+    states: store.VersionedStates, built: DependencyScheduler, task_id: str, row: dict[str, str]
+) -> None:
+    """Take the ended task's carried row, and the pristine rows of the dependents only it
+    feeds, as stored: in a chain or a fan-out, the commit is then the hop's one round trip."""
+    graph = built.execution_graph
+    only_fed = [d for d in graph.downstreams(task_id) if graph.upstream_count(d) == 1]
+    rows = {task_id: row, **dict.fromkeys(only_fed, store.PRISTINE_ROW)}
+    states.expect(rows, pristine=only_fed)
+
+
 def _capture(
     app: WorkerApp,
     workflow_id: str,
     task_id: str,
     definition: WorkflowDefinition,
     scheduler: DependencyScheduler,
+    *,
+    row: dict[str, str],
 ) -> outbox.CapturedPublish:
     spec = definition.tasks[task_id]
     return outbox.capture(
@@ -218,14 +245,20 @@ def _capture(
         spec.args,
         spec.kwargs,
         task_id=celery_task_id(workflow_id, task_id),
-        headers=_headers(workflow_id, task_id, scheduler),
+        headers=_headers(workflow_id, task_id, scheduler, row),
         options=spec.options,
         link=[advance_link()],
     )
 
 
-def _headers(workflow_id: str, task_id: str, scheduler: DependencyScheduler) -> dict[str, Any]:
-    headers: dict[str, Any] = {HEADER_WORKFLOW: workflow_id, HEADER_TASK: task_id}
+def _headers(
+    workflow_id: str, task_id: str, scheduler: DependencyScheduler, row: dict[str, str]
+) -> dict[str, Any]:
+    headers: dict[str, Any] = {
+        HEADER_WORKFLOW: workflow_id,
+        HEADER_TASK: task_id,
+        HEADER_ROW: row,
+    }
     dependents = scheduler.execution_graph.downstreams(task_id)
     if len(dependents) <= MAX_HINTED_DEPENDENTS:
         headers[HEADER_NEXT] = list(dependents)
@@ -250,6 +283,14 @@ def _end(client: redis.Redis, workflow_id: str, definition: WorkflowDefinition, 
     logger.info("workflow %s %s", workflow_id, state)
 
 
+def _row_of(scheduler: DependencyScheduler, task_id: str) -> dict[str, str]:
+    """The task's row as stored after the commit that made it ready (or the submit)."""
+    states = scheduler.states
+    if isinstance(states, store.VersionedStates):
+        return states.row_after(task_id)
+    return store.submitted_row(states[task_id])
+
+
 def dispatch(
     app: WorkerApp,
     workflow_id: str,
@@ -266,7 +307,7 @@ def dispatch(
                 args=spec.args,
                 kwargs=spec.kwargs,
                 task_id=celery_task_id(workflow_id, task_id),
-                headers=_headers(workflow_id, task_id, scheduler),
+                headers=_headers(workflow_id, task_id, scheduler, _row_of(scheduler, task_id)),
                 link=advance_link(),
                 **spec.options,
             )
@@ -318,7 +359,7 @@ def submit_workflow(definition: Mapping[str, Any], *, app: WorkerApp) -> str:
             keys.workflow_meta_key(workflow_id), mapping={k: json.dumps(v) for k, v in meta.items()}
         )
         for task_id, state in scheduler.states.items():
-            row = store.encode_state(state)
+            row = store.submitted_row(state)
             pipe.hset(keys.workflow_task_key(workflow_id, task_id), mapping=row)  # type: ignore[arg-type]
         pipe.sadd(keys.WORKFLOWS_OPEN_KEY, workflow_id)
         pipe.execute()
@@ -358,11 +399,14 @@ def record_task_event(
     error: str | None = None,
     started_at: float | None = None,
     dependents: list[str] | None = None,
+    row: Any = None,
 ) -> None:
     """Record one task's end; its dependents that became ready are published with it.
 
     ``dependents``: the task's dependents as its message named them (``HEADER_NEXT``), read
-    with the definition when this process meets the workflow for the first time.
+    with the definition when this process meets the workflow for the first time. ``row``: the
+    task's row as its message carried it (``HEADER_ROW``), used instead of a read when it has a
+    row's shape (anything else is ignored: the row is then read).
     """
     stored = result
     if result is not None and len(json.dumps(result, default=repr)) > MAX_STORED_RESULT_CHARS:
@@ -373,6 +417,7 @@ def record_task_event(
         lambda s: s.record_status(task_id, status, stored, error=error, started_at=started_at),
         preload=lambda s: [task_id, *s.execution_graph.downstreams(task_id)],
         hint=None if dependents is None else [task_id, *dependents],
+        carried=(task_id, row) if store.is_row(row) else None,
         app=app,
     )
     dispatch(app, workflow_id, ready, definition, scheduler)

@@ -50,6 +50,32 @@ def encode_state(state: TaskState) -> dict[str, str]:
     }
 
 
+def submitted_row(state: TaskState) -> dict[str, str]:
+    """The row a submit writes for a task: its state, at version "0" while it is still the
+    state every task has before the start (:data:`PRISTINE_ROW`), else at version "1".
+
+    So while a row's version is "0", any process knows the row without reading it.
+    """
+    row = encode_state(state)
+    row[VERSION_FIELD] = "0" if row == _PRISTINE_STATE else "1"
+    return row
+
+
+_PRISTINE_STATE: dict[str, str] = encode_state(TaskState())
+#: The stored row of a task nothing has happened to yet (see submitted_row).
+PRISTINE_ROW: dict[str, str] = {**_PRISTINE_STATE, VERSION_FIELD: "0"}
+
+
+def is_row(value: Any) -> bool:
+    """True when ``value`` has the shape of a stored row (a message header carries one)."""
+    return (
+        isinstance(value, dict)
+        and set(value) == {*STATE_FIELDS, VERSION_FIELD}
+        and all(isinstance(v, str) for v in value.values())
+        and value[VERSION_FIELD].isdigit()
+    )
+
+
 def decode_state(fields: dict[bytes, bytes]) -> TaskState:
     """The task state stored as hash fields."""
     data = {k.decode(): json.loads(v) for k, v in fields.items()}
@@ -94,6 +120,7 @@ class VersionedStates(MutableMapping[str, TaskState]):
         self._terminal = terminal
         self._loaded: dict[str, TaskState] = {}
         self._before: dict[str, dict[str, str]] = {}  # each read task's fields, as stored
+        self._strict: set[str] = set()  # tasks taken as pristine without a read
 
     def preload(self, task_ids: list[str]) -> None:
         """Read these tasks now, in one round trip."""
@@ -103,6 +130,23 @@ class VersionedStates(MutableMapping[str, TaskState]):
         """Take these tasks' rows as read (fetched with the definition, in its round trip)."""
         wanted = [t for t in rows if t in self._ids and t not in self._loaded]
         self._accept(wanted, [rows[t] for t in wanted])
+
+    def expect(self, rows: dict[str, dict[str, str]], *, pristine: Collection[str] = ()) -> None:
+        """Take these rows as stored without reading them: a row a message carried, or the
+        pristine row (``submitted_row``) of the tasks in ``pristine``.
+
+        Only a guess: the commit checks each one's version, and for a pristine one that the
+        version field exists at all, so a wrong guess is a conflict, read again, never a
+        wrong decision.
+        """
+        for task_id, row in rows.items():
+            if task_id in self._ids and task_id not in self._loaded:
+                self._loaded[task_id] = decode_state(
+                    {k.encode(): v.encode() for k, v in row.items()}
+                )
+                self._before[task_id] = dict(row)
+                if task_id in pristine:
+                    self._strict.add(task_id)
 
     def _load(self, task_ids: list[str]) -> None:
         wanted = [t for t in task_ids if t not in self._loaded]
@@ -149,6 +193,19 @@ class VersionedStates(MutableMapping[str, TaskState]):
             keys.workflow_task_key(self._workflow_id, t): fields.get(VERSION_FIELD, "0")
             for t, fields in self._before.items()
         }
+
+    def strict_keys(self) -> frozenset[str]:
+        """Keys of the rows taken as pristine: the commit requires their version field."""
+        return frozenset(keys.workflow_task_key(self._workflow_id, t) for t in self._strict)
+
+    def row_after(self, task_id: str) -> dict[str, str]:
+        """The task's row as the commit of the current changes leaves it (version included)."""
+        row = dict(self._before[task_id])
+        changed = {k: v for k, v in encode_state(self._loaded[task_id]).items() if row.get(k) != v}
+        row.update(changed)
+        version = int(row.get(VERSION_FIELD, "0"))
+        row[VERSION_FIELD] = str(version + 1 if changed else version)
+        return row
 
     def changes(self) -> dict[str, dict[str, str]]:
         """Per task key, the fields whose value changed since they were read."""

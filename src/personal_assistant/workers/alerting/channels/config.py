@@ -1,10 +1,11 @@
 """The alert channels of a process, built from its settings: :func:`channels_from_settings`.
 
 The settings (``WorkerSettings.alert_channels``, read from the ``ALERT_*`` variables of the
-environment and ``.env``; config.py lists them) are checked when they load, so a channel
-configured in part or unsafely (an SMTP login without TLS, a plain-http webhook, a short webhook
-secret) has already stopped start-up with one line naming the variable: here the channels are
-only built. Secrets leave their ``SecretStr`` only to be handed to the channel that uses them.
+environment and ``.env``; config/alert_channels.py lists them) are checked when they load, so a
+channel configured in part or unsafely (an SMTP login without TLS, a plain-http webhook, a
+short webhook secret) has already stopped start-up with one line naming the variable: here the
+channels are only built. Secrets leave their ``SecretStr`` only to be handed to the channel
+that uses them.
 """
 
 from __future__ import annotations

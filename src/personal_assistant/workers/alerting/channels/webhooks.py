@@ -13,9 +13,9 @@ or errors, and webhook URLs (Slack's carry their token in the path) are shown as
 only (:func:`mask_endpoint`). Slack and webhook URLs must be https (plain http is accepted only to
 a loopback host, which is what tests use): a webhook body names failing tasks and their errors,
 and a Slack URL is itself a credential. That check (``check_http_url``) and
-:func:`mask_endpoint` live in config.py, which validates the ALERT_* settings with them.
+:func:`mask_endpoint` live in config/ (urls.py, masking.py), which checks ALERT_* with them.
 
-Webhook signatures (``alert_signing``, re-exported here): ``X-Alert-Timestamp: <t>`` (Unix
+Webhook signatures (``signing.py``, re-exported here): ``X-Alert-Timestamp: <t>`` (Unix
 seconds) and ``X-Signature-256: sha256=<hex>``, the HMAC-SHA256 with the shared secret of
 ``b"<t>." + body``. A receiver recomputes it, compares in constant time and refuses a timestamp
 more than ``WEBHOOK_MAX_AGE_S`` (300 s) from its clock, either way (:func:`verify_signature`), so
