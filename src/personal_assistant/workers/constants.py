@@ -108,7 +108,7 @@ BEAT_MAX_LOOP_INTERVAL_S: Final = 30
 # a quarter of the shortest sensible window (1 min), so a resolve is late by at most that.
 ALERT_EVAL_INTERVAL_S: Final = 15.0
 
-# --- Input limits (issue 11: trust no input) -------------------------------------------------
+# --- Input limits: what a user may hand us ----------------------------------------------------
 # A workflow definition, file or dict: thousands of tasks fit in a megabyte; it is stored as one
 # Redis value, and Redis runs with noeviction, so a few huge ones would stop the broker.
 WORKFLOW_MAX_DEFINITION_BYTES: Final = 1024 * 1024

@@ -19,10 +19,11 @@ from personal_assistant.workers.alerting.evaluator import (
 )
 from personal_assistant.workers.alerting.templates import render
 from personal_assistant.workers.config import ConfigError
+from personal_assistant.workers.redis_clients import client_for
 
 
 def _client(ctx: click.Context) -> redis.Redis:
-    return redis.Redis.from_url(str(ctx.obj.app.conf.broker_url), socket_timeout=5)
+    return client_for(str(ctx.obj.app.conf.broker_url))
 
 
 @click.group(name="alerts")

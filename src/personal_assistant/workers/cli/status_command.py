@@ -27,6 +27,7 @@ from personal_assistant.workers.dead_letters.queue import DeadLetterQueue
 from personal_assistant.workers.metrics.snapshots import read_snapshots, task_rates
 from personal_assistant.workers.monitoring.liveness import WorkerRegistry
 from personal_assistant.workers.monitoring.queue_depth import queue_depths
+from personal_assistant.workers.redis_clients import client_for
 
 if TYPE_CHECKING:
     from personal_assistant.workers.worker_app import WorkerApp
@@ -60,7 +61,7 @@ def _client(ctx: click.Context) -> tuple[redis.Redis, str]:
         raise click.ClickException(
             f"status reads queue depths and heartbeats from Redis; the broker is {mask_url(url)}"
         )
-    client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+    client = client_for(url)
     try:
         client.ping()
     except redis.RedisError as exc:
@@ -210,10 +211,7 @@ def status(ctx: click.Context, as_json: bool, down_after: float | None) -> None:
     if down_after is None:
         app: WorkerApp = ctx.obj.app
         down_after = float(app.settings.worker_down_after)
-    try:
-        data = collect_status(client, down_after=down_after)
-    finally:
-        client.close()
+    data = collect_status(client, down_after=down_after)
     if as_json:
         click.echo(json.dumps(data, default=repr))
     else:

@@ -46,7 +46,15 @@ class MetricsRequest(DeliveryRequest):
     """Celery's request, recording its lifecycle events into its app's metrics recorder.
 
     Runs in the worker's main process: that is where every outcome arrives (see module doc).
+    Every task passes through here, so the success path is kept to plain attribute reads.
     """
+
+    # Per-request state, with class-level defaults so the hot path never misses an attribute.
+    _metric_recorder: TaskMetricsRecorder | None = None
+    _metric_series: TaskSeries | None = None
+    _metric_wait: float | None = None
+    _metrics_ended = False
+    _metrics_failed = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """Wrap the success handler of the request class Celery derives per task.
@@ -66,6 +74,7 @@ class MetricsRequest(DeliveryRequest):
         recorder: TaskMetricsRecorder | None = self.app.metrics_recorder
         if recorder is not None:
             queue = (self.delivery_info or {}).get("routing_key") or ""
+            self._metric_recorder = recorder
             self._metric_series = series = recorder.series(self.name, queue)
             series.received += 1
 
@@ -91,9 +100,25 @@ class MetricsRequest(DeliveryRequest):
             self._record_event(type, fields)
         super().send_event(type, **fields)
 
+    def _record_success(self, runtime: float) -> None:
+        """The success path of :meth:`_record`, for every task that succeeds."""
+        recorder, series = self._metric_recorder, self._metric_series
+        if recorder is None or series is None:
+            return
+        try:
+            series.succeeded += 1
+            if self.time_start is not None and not self._metrics_ended:
+                self._metrics_ended = True
+                recorder.task_ended(
+                    series, "completed", max(runtime, 0.0), self._metric_wait, self.worker_pid
+                )
+            if recorder.listeners:
+                self._notify(recorder, series.labels, "task-succeeded", {"runtime": runtime}, None)
+        except Exception:
+            logger.exception("recording the success of %s failed; task unaffected", self.id)
+
     def _record_event(self, type_: str, fields: dict[str, Any]) -> None:
-        recorder: TaskMetricsRecorder | None = self.app.metrics_recorder
-        series = getattr(self, "_metric_series", None)
+        recorder, series = self._metric_recorder, self._metric_series
         if recorder is not None and series is not None:
             try:
                 self._record(recorder, series, type_, fields)
@@ -107,7 +132,7 @@ class MetricsRequest(DeliveryRequest):
         type_: str,
         fields: dict[str, Any],
     ) -> None:
-        started = self.time_start is not None and not getattr(self, "_metrics_ended", False)
+        started = self.time_start is not None and not self._metrics_ended
         if type_ == "task-started":
             self._metric_wait = wait = self._queue_wait()
             recorder.task_started(series, wait, self.worker_pid)
@@ -116,7 +141,7 @@ class MetricsRequest(DeliveryRequest):
         if type_ == "task-failed":
             # Celery reports a hard time limit twice (the pool's error callback, then
             # on_timeout): the first report is the task's end, the second is not counted.
-            if getattr(self, "_metrics_failed", False):
+            if self._metrics_failed:
                 return
             self._metrics_failed = True
         if type_ == "task-succeeded":
@@ -143,7 +168,7 @@ class MetricsRequest(DeliveryRequest):
                 series,
                 _COLLECTOR_STATUS[type_],
                 max(float(runtime), 0.0),
-                getattr(self, "_metric_wait", None),
+                self._metric_wait,
                 self.worker_pid,
             )
         if recorder.listeners and type_ in ("task-failed", "task-succeeded"):
@@ -193,7 +218,7 @@ def _recording_success(inner: Callable[..., Any]) -> Callable[..., Any]:
     def on_success(self: MetricsRequest, failed__retval__runtime: Any, **kw: Any) -> Any:
         failed, _, runtime = failed__retval__runtime
         if not failed:
-            self._record_event("task-succeeded", {"runtime": runtime})
+            self._record_success(float(runtime))
         return inner(self, failed__retval__runtime, **kw)
 
     return on_success
