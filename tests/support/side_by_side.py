@@ -31,11 +31,15 @@ def completion_times(app: WorkerApp, ids: list[str]) -> list[float]:
     client = app.backend.client
     keys = [app.backend.get_key_for_task(task_id) for task_id in ids]
     deadline = time.monotonic() + 300
-    while len(stored := [raw for raw in client.mget(keys) if raw is not None]) < len(keys):
+    while True:
+        # A task's key appears at STARTED (TASK_TRACK_STARTED), without date_done: not done yet.
+        results = [json.loads(raw) for raw in client.mget(keys) if raw is not None]
+        done = [r["date_done"] for r in results if r.get("date_done") is not None]
+        if len(done) == len(keys):
+            break
         assert time.monotonic() < deadline, "the workers did not drain their queues in time"
         time.sleep(0.5)  # polls twice a second: a waiter per task would steal CPU
-    done = (datetime.fromisoformat(json.loads(raw)["date_done"]) for raw in stored)
-    return sorted(moment.timestamp() for moment in done)
+    return sorted(datetime.fromisoformat(moment).timestamp() for moment in done)
 
 
 def rates_in_common_window(first: list[float], second: list[float]) -> tuple[float, float]:
