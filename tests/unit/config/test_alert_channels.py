@@ -4,15 +4,13 @@ one line naming it, the secrets never shown."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from rich.pretty import pretty_repr
 
 from personal_assistant.workers.config import AlertChannelSettings, ConfigError, load_settings
-from tests.support.worker import APP, worker_env
+from tests.unit.config.support import celery_start_errors
 
 SMTP_PASSWORD = "smtp-pw-never-shown"  # noqa: S105 - a test secret
 WEBHOOK_SECRET = "webhook-secret-never-shown-0123456789"  # noqa: S105 - a test secret (37 bytes)
@@ -221,22 +219,10 @@ def test_repr_str_and_safe_dict_never_show_the_alert_secrets(
 
 
 def test_a_bad_alert_setting_stops_the_cli_with_one_line_and_exit_code_2(tmp_path: Path) -> None:
-    env = worker_env(
-        "redis://127.0.0.1:1/0",
-        {"ALERT_SMTP_HOST": "smtp.example.org", "ALERT_SMTP_PORT": "70000"},
+    code, lines, _ = celery_start_errors(
+        tmp_path, {"ALERT_SMTP_HOST": "smtp.example.org", "ALERT_SMTP_PORT": "70000"}
     )
 
-    proc = subprocess.run(
-        [sys.executable, "-m", "celery", "-A", APP, "inspect", "ping"],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert proc.returncode == 2, proc.stderr
-    assert len(lines) == 1, proc.stderr
+    assert code == 2, lines
+    assert len(lines) == 1, lines
     assert "ALERT_SMTP_PORT: must be a port number 1-65535" in lines[0]

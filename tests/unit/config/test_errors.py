@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.worker import APP, worker_env
-from tests.unit.config.support import AWKWARD, config_error
+from tests.unit.config.support import AWKWARD, celery_start_errors, config_error
 
 
 @pytest.mark.parametrize(
@@ -49,23 +49,12 @@ def test_a_bad_value_gives_a_one_line_config_error_naming_the_variable(
 
 
 def test_a_bad_value_in_the_cli_stops_celery_with_one_line_and_exit_code_2(tmp_path: Path) -> None:
-    env = worker_env("redis://127.0.0.1:1/0", {"WORKER_CONCURRENCY": "abc"})
+    code, lines, output = celery_start_errors(tmp_path, {"WORKER_CONCURRENCY": "abc"})
 
-    proc = subprocess.run(
-        [sys.executable, "-m", "celery", "-A", APP, "inspect", "ping"],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert proc.returncode == 2, proc.stderr
-    assert len(lines) == 1, proc.stderr
+    assert code == 2, lines
+    assert len(lines) == 1, lines
     assert "WORKER_CONCURRENCY" in lines[0]
-    assert "Traceback" not in proc.stderr + proc.stdout
+    assert "Traceback" not in output
 
 
 def test_the_start_up_error_never_shows_a_password_holding_a_slash(tmp_path: Path) -> None:
