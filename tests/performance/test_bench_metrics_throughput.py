@@ -5,8 +5,9 @@ each, starts two prefork workers (c=2) at once, one per queue, one with metrics 
 them off, and compares their rates over the window in which both were draining. Rounds swap
 which queue each side consumes and which side is launched first. Sequential pairs (one worker
 after the other) gave ratios from 0.76 to 1.06; side by side, an A/A run (both sides off) gave
-rounds from 0.87 to 1.09 at today's rates; the median of the rounds is what is asserted. The anchor (bare_celery.py) runs too, with and without
-Celery's task events (what Flower and the popular exporter need), for the record.
+rounds from 0.87 to 1.09 at today's rates; the median of the rounds is what is asserted. The
+anchor (bare_celery.py) runs too, with and without Celery's task events (what Flower and the
+popular exporter need), for the record.
 """
 
 from __future__ import annotations

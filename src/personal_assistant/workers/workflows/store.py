@@ -28,12 +28,6 @@ import redis
 from personal_assistant.workers import keys
 from personal_assistant.workers.workflows.state_machine import TaskState
 
-# keys.py's workflow keys, under the names workflows/runtime.py uses.
-OPEN_KEY = keys.WORKFLOWS_OPEN_KEY
-def_key = keys.workflow_definition_key
-meta_key = keys.workflow_meta_key
-task_key = keys.workflow_task_key
-
 VERSION_FIELD = "v"
 STATE_FIELDS = ("status", "error", "result", "started_at", "ended_at", "upstream_outcomes")
 
@@ -78,8 +72,11 @@ def is_row(value: Any) -> bool:
 
 def decode_state(fields: dict[bytes, bytes]) -> TaskState:
     """The task state stored as hash fields."""
-    data = {k.decode(): json.loads(v) for k, v in fields.items()}
-    return TaskState(**{k: v for k, v in data.items() if k in STATE_FIELDS})
+    return _state_of_text({k.decode(): v.decode() for k, v in fields.items()})
+
+
+def _state_of_text(row: dict[str, str]) -> TaskState:
+    return TaskState(**{k: json.loads(v) for k, v in row.items() if k in STATE_FIELDS})
 
 
 def _read_rows(
@@ -141,10 +138,7 @@ class VersionedStates(MutableMapping[str, TaskState]):
         """
         for task_id, row in rows.items():
             if task_id in self._ids and task_id not in self._loaded:
-                self._loaded[task_id] = decode_state(
-                    {k.encode(): v.encode() for k, v in row.items()}
-                )
-                self._before[task_id] = dict(row)
+                self._take(task_id, dict(row))
                 if task_id in pristine:
                     self._strict.add(task_id)
 
@@ -159,10 +153,13 @@ class VersionedStates(MutableMapping[str, TaskState]):
         if missing:
             raise KeyError(f"workflow {self._workflow_id}: no state for {missing}")
         for task_id, row in zip(wanted, rows, strict=True):
-            self._loaded[task_id] = decode_state(row)
-            # The stored text is what encode_state wrote (json.dumps is deterministic), so the
-            # diff in changes() compares against it without encoding every field a second time.
-            self._before[task_id] = {k.decode(): v.decode() for k, v in row.items()}
+            self._take(task_id, {k.decode(): v.decode() for k, v in row.items()})
+
+    def _take(self, task_id: str, row: dict[str, str]) -> None:
+        self._loaded[task_id] = _state_of_text(row)
+        # The stored text is what encode_state wrote (json.dumps is deterministic), so the diff
+        # in changes() compares against it without encoding every field a second time.
+        self._before[task_id] = row
 
     def __getitem__(self, task_id: str) -> TaskState:
         if task_id not in self._loaded:

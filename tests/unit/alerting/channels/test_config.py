@@ -10,7 +10,6 @@ import pytest
 from pydantic import SecretStr
 
 from personal_assistant.workers.alerting.channels.config import (
-    channels_from_env,
     channels_from_settings,
 )
 from personal_assistant.workers.alerting.channels.webhooks import (
@@ -129,12 +128,12 @@ def test_an_smtp_login_over_tls_is_accepted(tls: dict[str, str]) -> None:
     assert email.username == "alerts"
 
 
-def test_channels_from_env_builds_the_same_channels_from_a_mapping() -> None:
-    channels = channels_from_env(FULL_ENV)
+def test_a_mapping_of_variables_builds_the_same_channels() -> None:
+    channels = channels_from_settings(AlertChannelSettings.from_variables(FULL_ENV))
 
     assert list(channels) == ["log", "email", "slack", "webhook"]
     with pytest.raises(ConfigError, match="ALERT_SMTP_PORT"):
-        channels_from_env(FULL_ENV | {"ALERT_SMTP_PORT": "70000"})
+        AlertChannelSettings.from_variables(FULL_ENV | {"ALERT_SMTP_PORT": "70000"})
 
 
 def test_alert_settings_from_a_dotenv_file_reach_the_channels(

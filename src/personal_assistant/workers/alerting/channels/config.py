@@ -10,8 +10,6 @@ that uses them.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 from personal_assistant.workers.alerting.channels.base import Channel
 from personal_assistant.workers.alerting.channels.email import EmailChannel
 from personal_assistant.workers.alerting.channels.webhooks import (
@@ -21,7 +19,7 @@ from personal_assistant.workers.alerting.channels.webhooks import (
 )
 from personal_assistant.workers.config import AlertChannelSettings
 
-__all__ = ["channels_from_env", "channels_from_settings"]
+__all__ = ["channels_from_settings"]
 
 
 def channels_from_settings(settings: AlertChannelSettings) -> dict[str, Channel]:
@@ -51,12 +49,3 @@ def channels_from_settings(settings: AlertChannelSettings) -> dict[str, Channel]
             settings.webhook_url, settings.webhook_secret.get_secret_value(), timeout=timeout
         )
     return channels
-
-
-def channels_from_env(env: Mapping[str, str]) -> dict[str, Channel]:
-    """The channels the ``ALERT_*`` variables of ``env`` describe (an environment mapping).
-
-    For callers that hold a mapping rather than settings; a bad value raises ConfigError (a
-    ValueError) naming the variable, without any password, secret or webhook path.
-    """
-    return channels_from_settings(AlertChannelSettings.from_variables(env))
