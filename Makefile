@@ -17,13 +17,16 @@ $(STAMP): pyproject.toml
 ## deps: the virtual environment with the package and its dev tools
 deps: $(STAMP)
 
-## system-deps: redis-server, promtool (Debian's prometheus package) and openssl for the tests,
-## each installed only if missing
+## system-deps: redis-server, promtool (Debian's prometheus package), openssl and the PostgreSQL
+## server binaries (Debian's postgresql package; not on PATH there) for the tests, each installed
+## only if missing
 system-deps:
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	command -v promtool >/dev/null || missing="$$missing prometheus"; \
 	command -v openssl >/dev/null || missing="$$missing openssl"; \
+	command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
+	  || missing="$$missing postgresql"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing$$missing (apt)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
@@ -34,9 +37,11 @@ system-deps:
 run: deps system-deps
 	$(BIN)/python -m personal_assistant.workers.cli.run_local
 
-## test: unit and integration tests (they start their own Redis on a free port)
+## test: unit and integration tests (they start their own Redis and PostgreSQL on free ports),
+## two test processes side by side: most integration tests wait on worker processes, so two
+## halve the wall time on two cores (one module stays in one process: --dist loadfile)
 test: deps system-deps
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist loadfile
 
 ## lint: ruff, mypy and the layer contracts of DESIGN.md section 2 (import-linter's contracts in
 ## pyproject.toml, and no import cycle), all must be clean

@@ -1,7 +1,8 @@
-"""Fixtures shared by every test: a private Redis server and worker processes."""
+"""Fixtures shared by every test: private Redis and PostgreSQL servers, and worker processes."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -11,8 +12,12 @@ import redis
 
 from personal_assistant.workers.celery_app import WorkerApp, create_app
 from personal_assistant.workers.config import load_settings
+from personal_assistant.workers.store.engine import dispose_all
+from personal_assistant.workers.store.migrate import upgrade
 from tests.support import tasks as _test_tasks  # noqa: F401 - registers the shared test tasks
 from tests.support.alert_servers import WEBHOOK_SECRET, Receiver
+from tests.support.certificates import Certificate, make_certificate
+from tests.support.postgres_server import PostgresNotInstalled, PostgresServer
 from tests.support.redis_server import RedisServer
 from tests.support.worker import WorkerProcess
 
@@ -52,6 +57,65 @@ def producer_app(redis_url: str) -> Iterator[WorkerApp]:
     )
     yield app
     app.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
+    """One private PostgreSQL cluster for the session, on a free port; never the machine's own.
+
+    Missing server binaries fail the tests that need it (never skip them: the PostgreSQL paths
+    must be tested); ``make test`` installs the binaries through ``make system-deps``.
+    """
+    server = PostgresServer(tmp_path_factory.mktemp("postgres"))
+    try:
+        server.start()
+    except PostgresNotInstalled as error:
+        not_installed = str(error)
+    else:
+        not_installed = ""
+    if not_installed:  # failed outside the except block: one message, not a chain of two
+        pytest.fail(not_installed, pytrace=False)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> Certificate:
+    """A self-signed certificate for 127.0.0.1, made for this run."""
+    return make_certificate(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture
+def sqlite_store(tmp_path: Path) -> Iterator[str]:
+    """The URL of a migrated SQLite store of this test (its engines closed afterwards)."""
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    upgrade(url)
+    yield url
+    dispose_all()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A migrated store of each kind: a new SQLite file, then a fresh PostgreSQL database
+    (the queries that claim, lock and upsert differ between the two)."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'store.db'}"
+    else:
+        url = str(request.getfixturevalue("postgres_url"))
+    upgrade(url)
+    yield url
+    dispose_all()  # before postgres_url drops the database: it refuses while connections live
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
+    """The URL of a fresh, empty database on the private cluster, dropped after the test."""
+    name = f"test_{uuid.uuid4().hex[:16]}"
+    url = postgres_server.create_database(name)
+    yield url
+    # The store's engines keep pooled connections to it: close them before the drop.
+    dispose_all()
+    postgres_server.drop_database(name)
 
 
 @pytest.fixture

@@ -14,12 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
-import ssl
-import subprocess
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
@@ -33,6 +28,7 @@ from personal_assistant.workers.alerting.channels.webhooks import (
 )
 from personal_assistant.workers.config import AlertChannelSettings, ConfigError
 from tests.support.alert_servers import LoopbackSMTP, Mailbox, Receiver
+from tests.support.certificates import Certificate
 
 pytestmark = pytest.mark.integration
 
@@ -62,54 +58,6 @@ def notification(state: str = "firing") -> Notification:
 
 
 # --- Servers --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Certificate:
-    cert: Path
-    key: Path
-
-    def server_context(self) -> ssl.SSLContext:
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(self.cert, self.key)
-        return context
-
-    def client_context(self) -> ssl.SSLContext:
-        return ssl.create_default_context(cafile=str(self.cert))
-
-
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory: pytest.TempPathFactory) -> Certificate:
-    """A self-signed certificate for 127.0.0.1, made for this run (no key kept in the repo)."""
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.fail("openssl is needed to make the test certificate (apt-get install openssl)")
-    folder = tmp_path_factory.mktemp("tls")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(
-        [
-            openssl,
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
-    return Certificate(cert, key)
 
 
 @pytest.fixture

@@ -29,6 +29,10 @@ WORKERS = 2
 CONCURRENCY = 2
 # Time limits well above an outage (a task blocked on Redis must not be killed for being slow);
 # a consumer silent for 3 s is dead, and what it held goes back.
+# The task the first outage must catch running: it starts on the first worker to be ready, and
+# the outage comes once the second worker and beat are up too (a worker takes 2 to 3 s to
+# start), so it runs for longer than that.
+LONG_TASK_S = 6.0
 RESTART_ENV = {
     "TASK_TIME_LIMIT": "20",
     "TASK_SOFT_TIME_LIMIT": "15",
@@ -75,7 +79,7 @@ def test_five_redis_restarts_under_load_lose_no_task_and_no_worker(
     app: WorkerApp = create_app(load_settings(celery_broker_url=url, celery_result_backend=url))
     for i in range(TASKS):
         app.send_task("tests.count", args=[i, 0.01], queue=c.FILE_QUEUE)
-    app.send_task("tests.slow", args=["long", 2.0], queue=c.FILE_QUEUE, priority=9)
+    app.send_task("tests.slow", args=["long", LONG_TASK_S], queue=c.FILE_QUEUE, priority=9)
     workers = [
         WorkerProcess(
             url,

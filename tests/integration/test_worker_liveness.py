@@ -5,11 +5,13 @@ from __future__ import annotations
 import time
 import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from personal_assistant.workers import constants as c
+from personal_assistant.workers.store.migrate import upgrade
 from tests.support.redis_server import free_port
 from tests.support.waiting import wait_for
 from tests.support.worker import WorkerProcess
@@ -39,11 +41,15 @@ def http_status(url: str) -> int:
 
 
 def test_a_sigkilled_worker_is_reported_down_by_its_peers_and_stays_listed(
-    start_worker: Callable[..., WorkerProcess],
+    start_worker: Callable[..., WorkerProcess], tmp_path: Path
 ) -> None:
+    # Ready means its store is migrated too (the email queue's tasks need it).
+    store = f"sqlite:///{tmp_path / 'assistant.db'}"
+    upgrade(store)
+    liveness = {**FAST_LIVENESS, "DATABASE_URL": store}
     watcher_port, victim_port = free_port(), free_port()
-    watcher = start_worker([c.AI_QUEUE], env={**FAST_LIVENESS, "METRICS_PORT": str(watcher_port)})
-    victim = start_worker([c.EMAIL_QUEUE], env={**FAST_LIVENESS, "METRICS_PORT": str(victim_port)})
+    watcher = start_worker([c.AI_QUEUE], env={**liveness, "METRICS_PORT": str(watcher_port)})
+    victim = start_worker([c.EMAIL_QUEUE], env={**liveness, "METRICS_PORT": str(victim_port)})
     seen = wait_for(
         lambda: len(worker_up(watcher_port)) == 2 and worker_up(watcher_port), timeout=30
     )

@@ -12,6 +12,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
+from tests.support.redis_server import free_port
+
 APP = "personal_assistant.workers.celery_app"
 REPO = Path(__file__).resolve().parents[2]
 
@@ -28,6 +30,9 @@ def worker_env(broker_url: str, extra: Mapping[str, str] | None = None) -> dict[
             "PYTHONUNBUFFERED": "1",
             # The test tasks (tests.step, tests.noop, ...) may run in workflows.
             "WORKFLOW_ALLOWED_TASKS": "tests.*",
+            # A port of its own (a test that scrapes sets its own): 9808 is one per machine,
+            # and tests run side by side.
+            "METRICS_PORT": str(free_port()),
         }
     )
     env.update(extra or {})
@@ -70,7 +75,9 @@ class WorkerProcess:
             "--without-mingle",
             *extra_args,
         ]
-        self.env = worker_env(broker_url, env)
+        # Each test's workers share a DATA_DIR of their own (the SQLite store among others),
+        # never the checkout's var/.
+        self.env = worker_env(broker_url, {"DATA_DIR": str(log_dir / "var"), **(env or {})})
         self.process: subprocess.Popen[bytes] | None = None
         self._log_file: IO[bytes] | None = None
 

@@ -32,6 +32,9 @@ EXPECTED = {
     "METRICS_SNAPSHOT_PREV_SUFFIX": ":prev",
     "METRICS_SNAPSHOTS_INDEX_KEY": "pa:metrics:snapshots",
     "METRICS_SENT_KEY": "pa:metrics:sent",
+    "METRICS_DOMAIN_KEY": "pa:metrics:domain",
+    # Domains.
+    "AI_RATE_LIMIT_PREFIX": "pa:ai:rate:",
     # Workflows.
     "WORKFLOW_KEY_PREFIX": "pa:wf:",
     "WORKFLOWS_OPEN_KEY": "pa:wf:open",
@@ -67,6 +70,7 @@ PER_ITEM_PREFIXES = (
     "WORKER_INFO_PREFIX",
     "METRICS_SNAPSHOT_PREFIX",
     "ALERT_TOKEN_PREFIX",
+    "AI_RATE_LIMIT_PREFIX",
 )
 FIXED_KEYS = (
     "BROKER_OWNER_KEY",
@@ -75,6 +79,7 @@ FIXED_KEYS = (
     "BEAT_TICK_KEY",
     "METRICS_SNAPSHOTS_INDEX_KEY",
     "METRICS_SENT_KEY",
+    "METRICS_DOMAIN_KEY",
     "WORKFLOWS_OPEN_KEY",
     "DLQ_KEY",
     "DLQ_INDEX_KEY",

@@ -1,5 +1,6 @@
 """The app's type: each app owns its settings, config, request class and components (sent
-counter, workflow policy, metrics recorder), so several apps live side by side in one process."""
+counter, domain counters, workflow policy, metrics recorder), so several apps live side by
+side in one process."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from personal_assistant.workers.app import create_app
 from personal_assistant.workers.broker.request import REQUEST_PATH
 from personal_assistant.workers.broker.transport import TRANSPORT_PATH
 from personal_assistant.workers.config import load_settings
+from personal_assistant.workers.metrics.domain_counters import read_domain_counts
+from personal_assistant.workers.metrics.domain_series import EMAIL_SENT
 from personal_assistant.workers.metrics.request import REQUEST_CLASS as METRICS_REQUEST
 from personal_assistant.workers.metrics.sent_counter import read_sent
 from personal_assistant.workers.tasks import file_tasks
@@ -57,6 +60,18 @@ def test_closing_an_app_adds_the_sends_it_counted_but_not_yet_flushed(
 
     [(labels, sent)] = read_sent(redis_client).items()
     assert (labels[0], labels[2], sent) == ("tests.noop", c.FILE_QUEUE, 1)
+
+
+def test_closing_an_app_adds_its_domain_counts_not_yet_flushed(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    app = create_app(load_settings(celery_broker_url=redis_url))
+    assert app.domain_metrics is app.domain_metrics
+    app.domain_metrics.count(EMAIL_SENT, amount=2)
+
+    app.close()
+
+    assert read_domain_counts(redis_client) == {("pa_email_sent",): 2}
 
 
 def test_the_metrics_recorder_is_absent_until_the_metrics_hook_installs_it(

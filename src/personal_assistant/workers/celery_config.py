@@ -25,11 +25,14 @@ from personal_assistant.workers.broker.priority import PRIORITY_STEPS, PRIORITY_
 from personal_assistant.workers.broker.transport import TRANSPORT_PATH
 from personal_assistant.workers.config import WorkerSettings, is_redis_url
 from personal_assistant.workers.routing import task_routes
+from personal_assistant.workers.schedulers.ai_scheduler import AI_SCHEDULE
 from personal_assistant.workers.schedulers.base_scheduler import build_beat_schedule
+from personal_assistant.workers.schedulers.email_scheduler import EMAIL_SCHEDULE
 from personal_assistant.workers.schedulers.maintenance_scheduler import (
     MAINTENANCE_SCHEDULE,
     alerting_schedule,
 )
+from personal_assistant.workers.schedulers.sync_scheduler import SYNC_SCHEDULE
 
 # A day: long enough for a user to poll a result after a night's batch, short enough that
 # Redis (noeviction) does not fill with results nobody reads.
@@ -100,7 +103,11 @@ def build_celery_config(settings: WorkerSettings) -> dict[str, Any]:
         "worker_redirect_stdouts_level": "INFO",
         # Beat: loop at least every 30 s so its liveness record stays fresh.
         "beat_schedule": build_beat_schedule(
-            MAINTENANCE_SCHEDULE, alerting_schedule(settings) if settings.alerting_enabled else ()
+            AI_SCHEDULE,
+            EMAIL_SCHEDULE,
+            SYNC_SCHEDULE,
+            MAINTENANCE_SCHEDULE,
+            alerting_schedule(settings) if settings.alerting_enabled else (),
         ),
         "beat_scheduler": f"{c.PACKAGE}.schedulers.enhanced_scheduler:EnhancedScheduler",
         "beat_max_loop_interval": c.BEAT_MAX_LOOP_INTERVAL_S,

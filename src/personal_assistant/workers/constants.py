@@ -149,3 +149,36 @@ REDIS_RETRY_CAP_S: Final = 1.0
 # Readiness probes and start-up checks try once with a short timeout: they answer "is it up
 # now", and a probe that retries for seconds outlives the orchestrator's own deadline.
 REDIS_PROBE_TIMEOUT_S: Final = 1.0
+
+# --- Domains: the store, the e-mail outbox, calendar sync, AI jobs ----------------------------
+# SQLite waits this long for another process's write lock before "database is locked": a
+# claim or an upsert holds it for milliseconds, a calendar feed's sync for well under a second.
+SQLITE_BUSY_TIMEOUT_S: Final = 30.0
+# SMTP: connect, each command and the DATA transfer. Providers answer in under a second; 30 s
+# rides out a greylisting delay without letting a dead server hold a worker for minutes.
+SMTP_TIMEOUT_S: Final = 30.0
+# Messages claimed by one process_email_queue run and sent over one SMTP connection: large
+# enough to amortise the TLS handshake, small enough that a batch sends well inside the lease.
+EMAIL_BATCH_SIZE: Final = 50
+# A claimed message goes back to the queue this long after its claim if the claimer died. Above
+# a full batch at the SMTP timeout per message would be 25 minutes; a batch sends in seconds,
+# and each message renews nothing, so 5 minutes bounds the delay a dead worker causes.
+EMAIL_LEASE_S: Final = 300.0
+# Deferrals (4xx replies, connection errors) before a message fails for good: with the backoff
+# below (1, 2, 4 ... minutes, capped at an hour) about 4 hours, an MTA's usual first bounce.
+EMAIL_MAX_ATTEMPTS: Final = 8
+EMAIL_RETRY_BASE_S: Final = 60.0
+EMAIL_RETRY_MAX_S: Final = 3600.0
+# Calendar feeds: a busy personal calendar exports well under 1 MB; 10 MB refuses a runaway
+# or hostile feed before it is parsed (icalendar holds the whole tree in memory).
+CALENDAR_MAX_BYTES: Final = 10 * 1024 * 1024
+CALENDAR_TIMEOUT_S: Final = 20.0
+# AI: a chat completion of a few thousand tokens takes tens of seconds on hosted models.
+AI_TIMEOUT_S: Final = 120.0
+# The cluster-wide request rate: a hosted API's lowest paid tier allows about this much.
+AI_REQUESTS_PER_MINUTE: Final = 60
+AI_MAX_TOKENS: Final = 1024
+AI_BATCH_SIZE: Final = 20
+# A claimed AI job is claimable again this long after its claim if its run never finished:
+# above AI_TIMEOUT_S times a few retries, below the seed's ten-minute beat interval x 2.
+AI_LEASE_S: Final = 900.0

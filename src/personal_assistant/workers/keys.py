@@ -120,6 +120,22 @@ METRICS_SNAPSHOTS_INDEX_KEY: Final = "pa:metrics:snapshots"
 # (``celery_task_sent_total``). No TTL: one field per (task, producer host, queue), so it grows
 # only with new producer hostnames.
 METRICS_SENT_KEY: Final = "pa:metrics:sent"
+# Hash: JSON ``[family, label values...]`` -> count, for the domain counters
+# (metrics/domain_series.py: e-mails sent, feed events upserted, AI tokens, ...). Incremented by
+# the pool children that do the work, at most once a second each; read by every worker's
+# /metrics. No TTL: one field per (family, labels), bounded by the configured feeds and models.
+METRICS_DOMAIN_KEY: Final = "pa:metrics:domain"
+
+# --- Domains (ai/rate_limit.py) ------------------------------------------------------------------
+# String per model: the cluster-wide AI request limiter's state (GCRA's theoretical arrival
+# time, in ms), written and read by one Lua script; expires when the model is idle.
+AI_RATE_LIMIT_PREFIX: Final = "pa:ai:rate:"
+
+
+def ai_rate_limit_key(model: str) -> str:
+    """The rate limiter's key of ``model``."""
+    return f"{AI_RATE_LIMIT_PREFIX}{model}"
+
 
 # --- Workflows (workflows/store.py, workflows/commit.py, workflows/runtime.py) -------------------
 # Every workflow key starts with this prefix (``redis-cli --scan --pattern 'pa:wf:*'``).

@@ -20,6 +20,8 @@ from personal_assistant.workers.broker.request import REQUEST_PATH
 from personal_assistant.workers.celery_config import build_celery_config
 from personal_assistant.workers.config import WorkerSettings
 from personal_assistant.workers.hooks.registry import HookRegistry, publishing
+from personal_assistant.workers.metrics.domain_counters import DomainCounters, counters_for_broker
+from personal_assistant.workers.metrics.hash_counter import RedisHashCounter
 from personal_assistant.workers.metrics.recorder import TaskMetricsRecorder
 from personal_assistant.workers.metrics.request import REQUEST_CLASS as METRICS_REQUEST_PATH
 from personal_assistant.workers.metrics.sent_counter import SentCounter, counter_for_broker
@@ -35,7 +37,8 @@ class WorkerApp(Celery):  # type: ignore[misc]
     """Celery app carrying its settings, its hook registry and the components built on them.
 
     Attributes set here are always present; the components that need a running worker or a
-    broker are made on first use (``sent_counter``, ``workflow_outbox``, ``periodic_alerting``)
+    broker are made on first use (``sent_counter``, ``domain_metrics``, ``workflow_outbox``,
+    ``periodic_alerting``)
     or installed by their hook (``metrics_recorder``).
     """
 
@@ -77,6 +80,12 @@ class WorkerApp(Celery):  # type: ignore[misc]
         return counter_for_broker(str(self.conf.broker_url))
 
     @cached_property
+    def domain_metrics(self) -> DomainCounters:
+        """This app's domain counters (e-mails, feed events, AI requests), added to its
+        broker's Redis in batches."""
+        return counters_for_broker(str(self.conf.broker_url))
+
+    @cached_property
     def workflow_outbox(self) -> bool:
         """True when workflow commits push the ready tasks' messages themselves (a Redis
         broker holding the workflow state); else the runtime publishes after each commit."""
@@ -111,9 +120,10 @@ class WorkerApp(Celery):  # type: ignore[misc]
         Without the flush, the counter's timer would add them after the app is gone (tests
         that empty Redis between apps would find another app's counts).
         """
-        counter: SentCounter | None = self.__dict__.get("sent_counter")  # only if ever made
-        if counter is not None:
-            counter.flush()
+        for made in ("sent_counter", "domain_metrics"):  # only those ever made
+            counter: RedisHashCounter | None = self.__dict__.get(made)
+            if counter is not None:
+                counter.flush()
         super().close()
 
     def send_task(self, *args: Any, **kwargs: Any) -> Any:

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import redis
+from sqlalchemy.exc import OperationalError
 
 from personal_assistant.workers import constants as c
 from personal_assistant.workers.app import WorkerApp
@@ -146,6 +147,24 @@ def test_a_transient_error_is_retried_with_backoff_until_the_task_succeeds(
     assert attempts == [0, 1, 2]
     assert asked == [0, 1]
     assert result.state == "SUCCESS"
+    assert result.result == "done"
+
+
+def test_a_store_that_is_down_is_retried_like_a_redis_that_is_down(
+    clean_env: pytest.MonkeyPatch, unit_app: WorkerApp
+) -> None:
+    clean_env.setattr(base_tasks, "backoff_delay", lambda retries, **kw: 0.0)
+    attempts: list[int] = []
+
+    def store_blip(self: BaseTask) -> str:
+        attempts.append(self.request.retries)
+        if len(attempts) == 1:
+            raise OperationalError("SELECT 1", {}, Exception("server closed the connection"))
+        return "done"
+
+    result = register(unit_app, store_blip, "unit.store_blip").apply()
+
+    assert attempts == [0, 1]
     assert result.result == "done"
 
 

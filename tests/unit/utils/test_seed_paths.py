@@ -25,10 +25,11 @@ from tests.support.worker import worker_env
 PACKAGE = "personal_assistant.workers"
 EMPTY = inspect.Parameter.empty
 
-# The beat tasks named in the seed that exist today. The seed also names
-# ai_tasks.process_due_ai_tasks, email_tasks.process_email_queue and
-# sync_tasks.sync_calendar_events, not implemented yet: add them here when they are.
+# The seed's five beat tasks.
 SEED_BEAT_TASKS = (
+    "personal_assistant.workers.tasks.ai_tasks.process_due_ai_tasks",
+    "personal_assistant.workers.tasks.email_tasks.process_email_queue",
+    "personal_assistant.workers.tasks.sync_tasks.sync_calendar_events",
     "personal_assistant.workers.tasks.file_tasks.cleanup_temp_files",
     "personal_assistant.workers.tasks.maintenance_tasks.cleanup_old_logs",
 )

@@ -1,7 +1,8 @@
 """``make run``: the whole job on one machine, shut down cleanly with Ctrl-C.
 
-Starts one worker consuming all five queues (or WORKER_QUEUE) with an embedded beat (when
-SCHEDULER_ENABLED), against CELERY_BROKER_URL. When no broker answers there and the URL points at
+Migrates the domain store (DATABASE_URL, else DATA_DIR/assistant.db), then starts one worker
+consuming all five queues (or WORKER_QUEUE) with an embedded beat (when SCHEDULER_ENABLED),
+against CELERY_BROKER_URL. When no broker answers there and the URL points at
 this machine, it starts a private ``redis-server`` (persistence on, data under DATA_DIR/redis)
 and stops it on exit. Children run in their own sessions, so Ctrl-C reaches only this supervisor,
 which then stops them in order: the worker first (warm shutdown), then Redis.
@@ -28,6 +29,7 @@ from types import FrameType
 from urllib.parse import unquote, urlsplit
 
 import redis
+from sqlalchemy.exc import SQLAlchemyError
 
 from personal_assistant.workers import constants as c
 from personal_assistant.workers import redis_clients
@@ -38,6 +40,8 @@ from personal_assistant.workers.config import (
     load_settings,
     mask_url,
 )
+from personal_assistant.workers.store import migrate
+from personal_assistant.workers.store.engine import dispose_all
 
 logger = logging.getLogger("personal_assistant.workers.run")
 
@@ -218,6 +222,19 @@ class Supervisor:
         self.redis = PrivateRedis(url, self.settings.data_dir)
         self.redis.start()
 
+    def migrate_store(self) -> None:
+        """Bring the domain store to the newest schema (``celery ... db upgrade``)."""
+        url = self.settings.store_url
+        try:
+            result = migrate.upgrade(url)
+        except SQLAlchemyError as exc:
+            reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+            raise RuntimeError(f"store {mask_url(url)}: {mask_url(reason)}") from None
+        finally:
+            dispose_all()
+        if result.changed:
+            logger.info("store %s migrated: %s -> %s", mask_url(url), result.before, result.after)
+
     def run(self) -> int:
         """Start everything, wait for the worker, stop everything; return the exit code."""
         for directory in (*self.settings.cleanup_temp_roots, *self.settings.cleanup_log_roots):
@@ -226,6 +243,7 @@ class Supervisor:
         signal.signal(signal.SIGTERM, self._on_signal)
         try:
             self.ensure_broker()
+            self.migrate_store()
             command = worker_command(self.settings)
             delay = RESTART_FIRST_DELAY_S
             while True:

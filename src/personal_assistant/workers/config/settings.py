@@ -28,6 +28,7 @@ from personal_assistant.workers.config.alert_channels import (
     AlertChannelSettings,
     AlertVariables,
 )
+from personal_assistant.workers.config.domain_settings import DomainSettings
 from personal_assistant.workers.config.errors import config_error
 from personal_assistant.workers.config.masking import mask_url
 from personal_assistant.workers.config.urls import (
@@ -48,8 +49,11 @@ def _split_csv(value: Any) -> Any:
     return value
 
 
-class WorkerSettings(BaseSettings):
-    """Settings of every worker, beat and CLI process, from the environment and ``.env``."""
+class WorkerSettings(DomainSettings):
+    """Settings of every worker, beat and CLI process, from the environment and ``.env``.
+
+    The domains' variables (store, SMTP, calendar feeds, AI) are the fields of its base,
+    DomainSettings (domain_settings.py)."""
 
     model_config = SettingsConfigDict(
         env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False

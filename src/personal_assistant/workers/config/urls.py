@@ -62,7 +62,7 @@ def check_celery_url(url: str, allowed: frozenset[str], what: str) -> str:
     return url  # as given: re-joining the parts would drop the '//' of host-less URLs
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback_host(host: str) -> bool:
     """``localhost`` or a loopback address (127.0.0.0/8, ::1): where plain http may go."""
     if host == "localhost":
         return True
@@ -89,7 +89,7 @@ def check_http_url(url: str, what: str) -> str:
         raise ValueError(f"{what}: URL must be https (got {parts.scheme or 'none'!r})")
     if not parts.hostname:
         raise ValueError(f"{what}: URL {mask_endpoint(url)} has no host")
-    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+    if parts.scheme == "http" and not is_loopback_host(parts.hostname):
         raise ValueError(
             f"{what}: URL {mask_endpoint(url)} must be https (plain http only to a loopback host)"
         )

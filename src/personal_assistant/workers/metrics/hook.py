@@ -23,10 +23,12 @@ from prometheus_client.registry import Collector
 from personal_assistant.workers import constants as c
 from personal_assistant.workers.config import is_redis_url
 from personal_assistant.workers.hooks.registry import WorkerHook
+from personal_assistant.workers.metrics.domain_counters import DomainCollector
 from personal_assistant.workers.metrics.recorder import QueueLengthCollector, TaskMetricsRecorder
 from personal_assistant.workers.metrics.request import PUBLISHED_AT_HEADER
 from personal_assistant.workers.metrics.sent_counter import SentCollector
 from personal_assistant.workers.metrics.snapshots import write_snapshot
+from personal_assistant.workers.monitoring.domain_readiness import domains_ready
 from personal_assistant.workers.monitoring.health_check import (
     HealthServer,
     backend_ready,
@@ -124,8 +126,10 @@ class SentCountHook(WorkerHook):
         self.app.sent_counter.count(task_name or str(headers.get("task", "")), routing_key)
 
     def on_worker_process_shutdown(self) -> None:
-        """A pool child exits without running atexit handlers: add its counts first."""
+        """A pool child exits without running atexit handlers: add its counts first (the
+        sends, and the domain counts of the tasks it ran)."""
         self.app.sent_counter.flush()
+        self.app.domain_metrics.flush()
 
 
 class MetricsHook(WorkerHook):
@@ -153,15 +157,16 @@ class MetricsHook(WorkerHook):
         )
         self.app.metrics_recorder = recorder
         broker_url = str(self.app.conf.broker_url)
+        queues = list(getattr(sender, "queues", None) or settings.worker_queue)
         if is_redis_url(broker_url):
             client = self._client = client_for(broker_url)
             registry = WorkerRegistry(client, down_after=settings.worker_down_after)
-            queues = list(getattr(sender, "queues", None) or settings.worker_queue)
             recorder.registry.register(
                 QueueLengthCollector(lambda: queue_depths(client, list(c.QUEUES)))
             )
             recorder.registry.register(WorkerUpCollector(registry))
             recorder.registry.register(SentCollector(client))
+            recorder.registry.register(DomainCollector(client))
             recorder.registry.register(BeatTickCollector(BeatLiveness(client)))
             self.heartbeat = Heartbeat(
                 registry, hostname, queues, interval=settings.worker_heartbeat_interval
@@ -172,7 +177,11 @@ class MetricsHook(WorkerHook):
             settings.metrics_port,
             registry=recorder.registry,
             liveness=self._liveness,
-            readiness=lambda: _both(broker_ready(broker_url), backend_ready(backend_url)),
+            readiness=lambda: _all(
+                broker_ready(broker_url),
+                backend_ready(backend_url),
+                domains_ready(settings, queues),
+            ),
             host=settings.metrics_host,
         )
         port = self.server.start()
@@ -250,6 +259,6 @@ class MetricsHook(WorkerHook):
         return self.heartbeat.health(LOOP_STALL_AFTER_S)
 
 
-def _both(first: tuple[bool, str], second: tuple[bool, str]) -> tuple[bool, str]:
-    ok = first[0] and second[0]
-    return ok, "; ".join(message for _, message in (first, second))
+def _all(*checks: tuple[bool, str]) -> tuple[bool, str]:
+    ok = all(passed for passed, _ in checks)
+    return ok, "; ".join(message for _, message in checks if message)

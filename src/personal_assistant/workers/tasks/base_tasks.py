@@ -33,11 +33,15 @@ from personal_assistant.workers.config import WorkerSettings, state_redis_url
 from personal_assistant.workers.dead_letters.queue import DeadLetter, DeadLetterQueue
 from personal_assistant.workers.errors import is_transient
 from personal_assistant.workers.redis_clients import REDIS_TRANSIENT_ERRORS
+from personal_assistant.workers.store.engine import STORE_TRANSIENT_ERRORS
 
 if TYPE_CHECKING:
     from personal_assistant.workers.worker_app import WorkerApp
 
 logger = logging.getLogger(__name__)
+
+# The clients' own errors that may pass (errors.is_transient knows the standard library's).
+TRANSIENT_CLIENT_ERRORS = (*REDIS_TRANSIENT_ERRORS, *STORE_TRANSIENT_ERRORS)
 
 
 def backoff_delay(
@@ -92,7 +96,7 @@ class BaseTask(Task):  # type: ignore[misc]
         except Retry:
             raise
         except Exception as exc:
-            if not is_transient(exc, also=REDIS_TRANSIENT_ERRORS):
+            if not is_transient(exc, also=TRANSIENT_CLIENT_ERRORS):
                 raise
             settings = self.settings
             delay = backoff_delay(
