@@ -27,6 +27,9 @@ EXPECTED = {
     "WORKERS_SEEN_KEY": "pa:workers:seen",
     "WORKER_INFO_PREFIX": "pa:workers:info:",
     "BEAT_TICK_KEY": "pa:beat:last_tick",
+    "BEAT_LOCK_KEY": "pa:beat:lock",
+    "BEAT_FENCE_KEY": "pa:beat:fence",
+    "BEAT_ENTRY_PREFIX": "pa:beat:entry:",
     # Metrics.
     "METRICS_SNAPSHOT_PREFIX": "pa:metrics:snapshot:",
     "METRICS_SNAPSHOT_PREV_SUFFIX": ":prev",
@@ -71,12 +74,15 @@ PER_ITEM_PREFIXES = (
     "METRICS_SNAPSHOT_PREFIX",
     "ALERT_TOKEN_PREFIX",
     "AI_RATE_LIMIT_PREFIX",
+    "BEAT_ENTRY_PREFIX",
 )
 FIXED_KEYS = (
     "BROKER_OWNER_KEY",
     "BROKER_CONSUMERS_KEY",
     "WORKERS_SEEN_KEY",
     "BEAT_TICK_KEY",
+    "BEAT_LOCK_KEY",
+    "BEAT_FENCE_KEY",
     "METRICS_SNAPSHOTS_INDEX_KEY",
     "METRICS_SENT_KEY",
     "METRICS_DOMAIN_KEY",

@@ -92,6 +92,18 @@ def worker_info_key(hostname: str) -> str:
 # (schedulers/enhanced_scheduler.py); read by beat's container health check and the beat-tick
 # metric. One key, overwritten, no TTL.
 BEAT_TICK_KEY: Final = "pa:beat:last_tick"
+# String: "<fencing token>:<owner>", with a PX time to live of the lock timeout: the beat that
+# may send. Written by the beat holding it (acquire, renew, release; schedulers/beat_lock.py);
+# read by every beat and by the run claims. One key, expiring.
+BEAT_LOCK_KEY: Final = "pa:beat:lock"
+# String: the last fencing token handed out, incremented by every successful acquire. Never
+# expires: a token must not be handed out twice while an old holder may still present it.
+BEAT_FENCE_KEY: Final = "pa:beat:fence"
+# Hash per beat entry, ``pa:beat:entry:<name>``: last_run (the due time of the last claimed run),
+# run_count, claimed_at (Redis's clock) and the claim's fencing token. Written by the run claim
+# (schedulers/run_claims.py); read by restarts and exports. No expiry (forgetting it is the
+# failure it prevents); bounded by the declared entries.
+BEAT_ENTRY_PREFIX: Final = "pa:beat:entry:"
 
 # --- Metrics (metrics/snapshots.py, metrics/sent_counter.py) -------------------------------------
 # Strings per worker, ``pa:metrics:snapshot:<hostname>`` and the same plus ``:prev``: its two

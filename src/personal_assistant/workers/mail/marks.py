@@ -19,6 +19,7 @@ from typing import Any, Final
 from sqlalchemy import ColumnElement, Connection, and_, bindparam, update
 from sqlalchemy.orm import Session
 
+from personal_assistant.workers.backoff import backoff_delay
 from personal_assistant.workers.mail.outbox import TABLE as _TABLE
 from personal_assistant.workers.mail.outbox import ClaimedMessage
 from personal_assistant.workers.store.base import UTCDateTime, utcnow
@@ -137,12 +138,10 @@ def sent_marker(connection: Connection) -> Callable[[ClaimedMessage, str], bool]
 def retry_delay(
     attempts: int, *, base: float, maximum: float, rng: random.Random | None = None
 ) -> float:
-    """Seconds before the next try after ``attempts`` tries: ``d = base * 2**(attempts-1)``,
-    drawn in ``[d/2, d]`` with both ends capped at ``maximum`` ("equal jitter", as task retries:
-    deferred messages do not all come back together, and delays never shrink)."""
-    ceiling = base * 2 ** max(attempts - 1, 0)
-    upper, lower = min(maximum, ceiling), min(maximum, ceiling / 2)
-    return float(lower + (rng or random).uniform(0, upper - lower))
+    """Seconds before the next try after ``attempts`` tries: the task retries' backoff
+    (backoff.py), so deferred messages do not all come back together, and delays never
+    shrink."""
+    return backoff_delay(attempts - 1, base=base, maximum=maximum, rng=rng)
 
 
 def defer(

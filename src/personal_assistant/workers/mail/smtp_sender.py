@@ -294,10 +294,8 @@ class SmtpSession:
         smtp, self._smtp = self._smtp, None
         if smtp is None:
             return
-        try:
+        # A QUIT that fails (the server already gone) changes nothing: the socket closes anyway.
+        with contextlib.suppress(OSError, smtplib.SMTPException):
             if smtp.sock is not None:
                 smtp.quit()
-        except (OSError, smtplib.SMTPException):
-            pass
-        finally:
-            smtp.close()
+        smtp.close()

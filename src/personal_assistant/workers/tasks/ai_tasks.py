@@ -36,6 +36,7 @@ from personal_assistant.workers.ai.chat_client import (
     build_messages,
     complete,
 )
+from personal_assistant.workers.backoff import backoff_delay
 from personal_assistant.workers.celery_app import app
 from personal_assistant.workers.config import WorkerSettings, mask_url, state_redis_url
 from personal_assistant.workers.errors import PermanentError
@@ -48,7 +49,7 @@ from personal_assistant.workers.redis_clients import client_for
 from personal_assistant.workers.store.ai_models import AIJob
 from personal_assistant.workers.store.base import utcnow
 from personal_assistant.workers.store.engine import session_scope
-from personal_assistant.workers.tasks.base_tasks import BaseTask, backoff_delay
+from personal_assistant.workers.tasks.base_tasks import BaseTask
 
 logger = logging.getLogger(__name__)
 

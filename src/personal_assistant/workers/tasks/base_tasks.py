@@ -19,7 +19,6 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import random
 import socket
 import time
 from datetime import UTC, datetime
@@ -29,6 +28,7 @@ from celery import Task
 from celery.exceptions import Retry
 
 from personal_assistant.workers import constants as c
+from personal_assistant.workers.backoff import backoff_delay
 from personal_assistant.workers.config import WorkerSettings, state_redis_url
 from personal_assistant.workers.dead_letters.queue import DeadLetter, DeadLetterQueue
 from personal_assistant.workers.errors import is_transient
@@ -42,21 +42,6 @@ logger = logging.getLogger(__name__)
 
 # The clients' own errors that may pass (errors.is_transient knows the standard library's).
 TRANSIENT_CLIENT_ERRORS = (*REDIS_TRANSIENT_ERRORS, *STORE_TRANSIENT_ERRORS)
-
-
-def backoff_delay(
-    retries: int, *, base: float, maximum: float, rng: random.Random | None = None
-) -> float:
-    """Seconds to wait before retry number ``retries + 1``.
-
-    Drawn between the previous ceiling and this one: ``[d/2, d]`` with ``d = base * 2**n``
-    ("equal jitter"), both ends capped at ``maximum``. Each range starts where the last one
-    ended, so delays never shrink, also at the cap (where they settle at ``maximum``).
-    """
-    n = max(retries, 0)
-    upper = min(maximum, base * 2**n)
-    lower = min(maximum, base * 2**n / 2)
-    return float(lower + (rng or random).uniform(0, upper - lower))
 
 
 @functools.lru_cache(maxsize=4)
