@@ -46,3 +46,28 @@ def test_each_handler_gets_the_filter_once_however_often_celery_sets_it_up(
     hook.on_after_setup_task_logger(logger=log)
 
     assert sum(isinstance(f, MaskSecretsFilter) for f in handler.filters) == 1
+
+
+def test_httpx_request_lines_show_no_path_or_query_once_loggers_are_set_up(
+    logger: tuple[logging.Logger, logging.Handler, io.StringIO],
+) -> None:
+    log, _, _ = logger
+    httpx_logger = logging.getLogger("httpx")
+    before = list(httpx_logger.filters)
+    record = logging.LogRecord(
+        "httpx", logging.INFO, __file__, 1, 'HTTP Request: %s %s "%s %d %s"',
+        ("GET", f"https://cal.example.com/private/{HIDDEN}.ics", "HTTP/1.1", 200, "OK"),
+        None,
+    )  # fmt: skip
+    try:
+        MaskSecretsHook().on_after_setup_logger(logger=log)
+        MaskSecretsHook().on_after_setup_logger(logger=log)  # installed once, not twice
+        added = [f for f in httpx_logger.filters if f not in before]
+        assert len(added) <= 1
+        assert httpx_logger.filter(record)
+    finally:
+        for extra in [f for f in httpx_logger.filters if f not in before]:
+            httpx_logger.removeFilter(extra)
+
+    assert record.getMessage() == 'HTTP Request: GET https://cal.example.com/**** "HTTP/1.1 200 OK"'
+    assert HIDDEN not in record.getMessage()

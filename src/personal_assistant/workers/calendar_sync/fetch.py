@@ -18,7 +18,6 @@ the full URL.
 
 from __future__ import annotations
 
-import logging
 import time
 import zlib
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ from personal_assistant.workers.calendar_sync.errors import (
     FeedTimeout,
     FeedTooLarge,
 )
-from personal_assistant.workers.config.masking import mask_endpoint
+from personal_assistant.workers.config.masking import mask_endpoint, mask_httpx_request_urls
 
 # A feed moved once or twice (a renamed calendar, http -> https) is normal; a longer chain is
 # a loop or a misconfiguration, and each hop is another request against the deadline.
@@ -68,7 +67,7 @@ class FetchResult:
 
 def feed_client(timeout: float) -> httpx.Client:
     """The HTTP client of one sync run: per-phase timeouts, no automatic redirects."""
-    hide_request_urls_in_httpx_log()
+    mask_httpx_request_urls()
     return httpx.Client(
         timeout=httpx.Timeout(timeout),
         follow_redirects=False,
@@ -245,31 +244,3 @@ def _scrubbed(text: str, url: str) -> str:
     """``text`` without ``url`` (an exception's message may quote it), cut to one short line."""
     text = text.replace(url, mask_endpoint(url)).replace("\n", " ")
     return text[:200]
-
-
-class _MaskRequestURL(logging.Filter):
-    """Shows the URL of httpx's "HTTP Request: GET <url> ..." line as scheme://host/****."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        """Rewrite the URL argument in place; never drop a record."""
-        if (
-            isinstance(record.msg, str)
-            and record.msg.startswith("HTTP Request:")
-            and isinstance(record.args, tuple)
-            and len(record.args) >= 2
-        ):
-            args = list(record.args)
-            args[1] = mask_endpoint(str(args[1]))
-            record.args = tuple(args)
-        return True
-
-
-_MASK_REQUEST_URL = _MaskRequestURL()
-
-
-def hide_request_urls_in_httpx_log() -> None:
-    """Install the URL mask on httpx's logger (once per process; httpx logs each request at
-    INFO, which a worker's ``-l info`` prints, URL, token and all)."""
-    httpx_logger = logging.getLogger("httpx")
-    if _MASK_REQUEST_URL not in httpx_logger.filters:
-        httpx_logger.addFilter(_MASK_REQUEST_URL)

@@ -9,7 +9,8 @@ Import from here; the modules hold one concept each:
 - settings.py: :class:`WorkerSettings`, :func:`load_settings`, :func:`get_settings`
 - alert_channels.py: :class:`AlertChannelSettings`, read from the flat ``ALERT_*`` variables
 - errors.py: :class:`ConfigError`, a ValidationError as one line naming each variable
-- masking.py: :func:`mask_url`, :func:`mask_endpoint`, :class:`MaskSecretsFilter`
+- masking.py: :func:`mask_url`, :func:`mask_endpoint`, :class:`MaskSecretsFilter`,
+  :func:`mask_httpx_request_urls`
 - urls.py: :func:`is_redis_url`, :func:`state_redis_url`, :func:`check_http_url`
 """
 
@@ -23,8 +24,10 @@ from personal_assistant.workers.config.alert_channels import (
 from personal_assistant.workers.config.errors import ConfigError
 from personal_assistant.workers.config.masking import (
     MASK,
+    MaskRequestURLFilter,
     MaskSecretsFilter,
     mask_endpoint,
+    mask_httpx_request_urls,
     mask_url,
 )
 from personal_assistant.workers.config.settings import (
@@ -54,6 +57,7 @@ __all__ = [
     "ConfigError",
     "Environment",
     "LogLevel",
+    "MaskRequestURLFilter",
     "MaskSecretsFilter",
     "WorkerSettings",
     "check_http_url",
@@ -61,6 +65,7 @@ __all__ = [
     "is_redis_url",
     "load_settings",
     "mask_endpoint",
+    "mask_httpx_request_urls",
     "mask_url",
     "state_redis_url",
 ]

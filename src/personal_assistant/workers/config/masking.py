@@ -102,3 +102,33 @@ class MaskSecretsFilter(logging.Filter):
         if record.stack_info:
             record.stack_info = mask_url(record.stack_info)
         return True
+
+
+class MaskRequestURLFilter(logging.Filter):
+    """Shows the URL of httpx's "HTTP Request: GET <url> ..." line as ``scheme://host/****``:
+    httpx logs every request at INFO, which a worker's ``-l info`` prints, and feed URLs carry
+    private tokens (calendar_sync), API paths keys of some providers."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Rewrite the URL argument in place; never drop a record."""
+        if (
+            isinstance(record.msg, str)
+            and record.msg.startswith("HTTP Request:")
+            and isinstance(record.args, tuple)
+            and len(record.args) >= 2
+        ):
+            args = list(record.args)
+            args[1] = mask_endpoint(str(args[1]))
+            record.args = tuple(args)
+        return True
+
+
+_MASK_REQUEST_URL = MaskRequestURLFilter()
+
+
+def mask_httpx_request_urls() -> None:
+    """Install the URL mask on httpx's logger, once per process (idempotent): by the mask-secrets
+    hook in workers and beat, and by each httpx user for processes without it."""
+    httpx_logger = logging.getLogger("httpx")
+    if _MASK_REQUEST_URL not in httpx_logger.filters:
+        httpx_logger.addFilter(_MASK_REQUEST_URL)

@@ -1,10 +1,10 @@
-"""Masks passwords in URLs in every log line of workers and beat."""
+"""Masks passwords in URLs in every log line of workers and beat, and httpx's request URLs."""
 
 from __future__ import annotations
 
 import logging
 
-from personal_assistant.workers.config import MaskSecretsFilter
+from personal_assistant.workers.config import MaskSecretsFilter, mask_httpx_request_urls
 from personal_assistant.workers.hooks.registry import WorkerHook
 
 
@@ -14,7 +14,9 @@ class MaskSecretsHook(WorkerHook):
     name = "mask-secrets"
 
     def on_after_setup_logger(self, *, logger: logging.Logger) -> None:
-        """Attach the filter to the handlers Celery just configured."""
+        """Attach the filter to the handlers Celery just configured, and hide the URLs of
+        httpx's request lines (feeds and the chat-completions API)."""
+        mask_httpx_request_urls()
         for handler in logger.handlers:
             if not any(isinstance(f, MaskSecretsFilter) for f in handler.filters):
                 handler.addFilter(MaskSecretsFilter())
