@@ -24,6 +24,8 @@ from tests.support.workflow_inputs import CLEANUP_OLD_LOGS, alias_bomb_workflow,
 pytestmark = pytest.mark.integration
 
 Q = {"queue": c.MAINTENANCE_QUEUE}
+# The list task a of the cancel test waits on until the test pushes to it.
+GATE = "wf:gate:a"
 
 
 def cli(redis_url: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -188,9 +190,9 @@ def test_cancel_stops_a_running_workflow_before_its_dependents_run(
         tmp_path / "long.yaml",
         {
             "tasks": {
-                # Long enough that the cancel command (a new process) lands while a runs,
-                # even on a busy machine.
-                "a": {"task": "tests.step", "kwargs": {"name": "a", "seconds": 6.0}, "options": Q},
+                # Runs until the test opens its gate, so the cancel command (a new process,
+                # slow to start on a busy machine) always lands while a runs.
+                "a": {"task": "tests.step", "kwargs": {"name": "a", "gate": GATE}, "options": Q},
                 "b": {
                     "task": "tests.step",
                     "kwargs": {"name": "b"},
@@ -212,6 +214,7 @@ def test_cancel_stops_a_running_workflow_before_its_dependents_run(
     assert status["state"] == "cancelled"
     assert {t["status"] for t in status["tasks"].values()} == {"cancelled"}
     # a was already running (revoked without terminate, so it finishes); b must never run.
+    redis_client.rpush(GATE, "open")
     producer_app.AsyncResult(status["tasks"]["a"]["celery_id"]).get(timeout=30)
     deadline = time.monotonic() + 2.0  # b would be pushed with a's end: watch for a while
     while time.monotonic() < deadline:

@@ -72,13 +72,22 @@ def slow(self: BaseTask, key: str, seconds: float) -> dict[str, Any]:
 
 @shared_task(base=BaseTask, bind=True, name="tests.step")
 def step(
-    self: BaseTask, name: str, fail: bool = False, result: Any = None, seconds: float = 0.0
+    self: BaseTask,
+    name: str,
+    fail: bool = False,
+    result: Any = None,
+    seconds: float = 0.0,
+    *,
+    gate: str | None = None,
 ) -> Any:
-    """A workflow step: record its name in ``wf:ran``; maybe sleep, fail or return ``result``."""
+    """A workflow step: record its name in ``wf:ran``; maybe sleep, wait until the test pushes
+    to the list ``gate`` (at most a minute), fail or return ``result``."""
     client = _redis()
     client.rpush("wf:ran", name)
     if seconds:
         time.sleep(seconds)
+    if gate is not None:
+        client.blpop([gate], timeout=60)
     if fail:
         raise PermanentError(f"{name} failed")
     return {"name": name} if result is None else result

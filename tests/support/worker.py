@@ -33,6 +33,7 @@ def worker_env(broker_url: str, extra: Mapping[str, str] | None = None) -> dict[
             # A port of its own (a test that scrapes sets its own): 9808 is one per machine,
             # and tests run side by side.
             "METRICS_PORT": str(free_port()),
+            "BEAT_METRICS_PORT": str(free_port()),
         }
     )
     env.update(extra or {})

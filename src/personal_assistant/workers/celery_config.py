@@ -26,8 +26,12 @@ from personal_assistant.workers.broker.transport import TRANSPORT_PATH
 from personal_assistant.workers.config import WorkerSettings, is_redis_url
 from personal_assistant.workers.routing import task_routes
 from personal_assistant.workers.schedulers.ai_scheduler import AI_SCHEDULE
-from personal_assistant.workers.schedulers.base_scheduler import build_beat_schedule
+from personal_assistant.workers.schedulers.base_scheduler import (
+    build_beat_entries,
+    build_beat_schedule,
+)
 from personal_assistant.workers.schedulers.email_scheduler import EMAIL_SCHEDULE
+from personal_assistant.workers.schedulers.file_scheduler import FILE_SCHEDULE
 from personal_assistant.workers.schedulers.maintenance_scheduler import (
     MAINTENANCE_SCHEDULE,
     alerting_schedule,
@@ -55,6 +59,14 @@ def task_queues() -> list[Queue]:
 def build_celery_config(settings: WorkerSettings) -> dict[str, Any]:
     """Every Celery setting this project sets, derived from ``settings``."""
     visibility = settings.effective_visibility_timeout
+    beat_groups = (
+        AI_SCHEDULE,
+        EMAIL_SCHEDULE,
+        FILE_SCHEDULE,
+        SYNC_SCHEDULE,
+        MAINTENANCE_SCHEDULE,
+        alerting_schedule(settings) if settings.alerting_enabled else (),
+    )
     config: dict[str, Any] = {
         "broker_url": settings.celery_broker_url,
         "result_backend": settings.result_backend_url,
@@ -102,13 +114,9 @@ def build_celery_config(settings: WorkerSettings) -> dict[str, Any]:
         "worker_hijack_root_logger": True,
         "worker_redirect_stdouts_level": "INFO",
         # Beat: loop at least every 30 s so its liveness record stays fresh.
-        "beat_schedule": build_beat_schedule(
-            AI_SCHEDULE,
-            EMAIL_SCHEDULE,
-            SYNC_SCHEDULE,
-            MAINTENANCE_SCHEDULE,
-            alerting_schedule(settings) if settings.alerting_enabled else (),
-        ),
+        "beat_schedule": build_beat_schedule(*beat_groups),
+        # The same entries with their patterns, for the enhanced scheduler (beat_catalogue.py).
+        "pa_beat_entries": build_beat_entries(*beat_groups, timezone="UTC"),
         "beat_scheduler": f"{c.PACKAGE}.schedulers.enhanced_scheduler:EnhancedScheduler",
         "beat_max_loop_interval": c.BEAT_MAX_LOOP_INTERVAL_S,
     }

@@ -102,6 +102,14 @@ WORKER_DOWN_AFTER_S: Final = 30.0
 # Beat sleeps up to this long between loops when nothing is due, so it records a tick at least
 # this often; beat's health check max age (120 s in the compose file) must exceed it.
 BEAT_MAX_LOOP_INTERVAL_S: Final = 30
+# The beat lock's time to live: a standby beat takes over within this (plus one tick) after the
+# active one dies. Thirty seconds rides out a slow Redis or a long garbage-collection pause
+# (the holder renews every 10 s, so two renewals may fail), and a half-minute gap is within the
+# misfire grace (beat_entry.DEFAULT_MISFIRE_GRACE_S), so a handover only delays runs.
+BEAT_LOCK_TIMEOUT_S: Final = 30.0
+# Beat's own /metrics port: the worker's (METRICS_PORT) plus one, so an embedded beat and its
+# worker never contend for one port.
+BEAT_METRICS_PORT: Final = 9809
 
 # --- Alerting ---------------------------------------------------------------------------------
 # Windows age and backlog/offline conditions change without task events: re-check every 15 s,

@@ -99,11 +99,30 @@ BEAT_LOCK_KEY: Final = "pa:beat:lock"
 # String: the last fencing token handed out, incremented by every successful acquire. Never
 # expires: a token must not be handed out twice while an old holder may still present it.
 BEAT_FENCE_KEY: Final = "pa:beat:fence"
-# Hash per beat entry, ``pa:beat:entry:<name>``: last_run (the due time of the last claimed run),
-# run_count, claimed_at (Redis's clock) and the claim's fencing token. Written by the run claim
-# (schedulers/run_claims.py); read by restarts and exports. No expiry (forgetting it is the
-# failure it prevents); bounded by the declared entries.
+# Hash per beat entry, ``pa:beat:entry:<name>``: last_due and next_due (the last time decided
+# and the next), last_run, run_count, claimed_at (Redis's clock), token and last_task_id of the
+# last run; skips:<reason> counts, last_skip, last_skip_due; fingerprint (of its timing). Written
+# by the run claims and the beat's sync (schedulers/run_claims.py, beat_state.py); read by
+# restarts, exports and `schedule list`. No expiry (forgetting it is the failure it prevents);
+# bounded by the entries.
 BEAT_ENTRY_PREFIX: Final = "pa:beat:entry:"
+# Sorted set: entry name -> the Unix time its next run is sent (next due + jitter). Written by
+# the lock holder (claims and sync); read by every tick (ZRANGEBYSCORE up to now). Bounded by the
+# enabled entries; a disabled or removed entry is taken out.
+BEAT_DUE_KEY: Final = "pa:beat:due"
+# Hash: task id -> JSON {entry, due} of a run claimed and not yet known published. Written by the
+# claim, cleared after publishing; read by the next lock holder, which publishes what is left.
+# Bounded by one tick's runs (a dead beat's last batch).
+BEAT_PENDING_KEY: Final = "pa:beat:pending"
+# Hash: entry name -> JSON of an entry added at run time (`celery ... schedule add`). Written by
+# the schedule command; read by every beat when the version below changes. Bounded by what
+# operators add (removed with `schedule remove`).
+BEAT_DEFS_KEY: Final = "pa:beat:defs"
+# Set: names of disabled entries (declared or added). Written by `schedule disable|enable`.
+BEAT_DISABLED_KEY: Final = "pa:beat:disabled"
+# String: a counter bumped by every change to the two keys above; a beat reloads its entries
+# when the value it read last changes. Read by every tick (in the tick script).
+BEAT_VERSION_KEY: Final = "pa:beat:version"
 
 # --- Metrics (metrics/snapshots.py, metrics/sent_counter.py) -------------------------------------
 # Strings per worker, ``pa:metrics:snapshot:<hostname>`` and the same plus ``:prev``: its two

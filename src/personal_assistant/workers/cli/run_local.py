@@ -191,8 +191,7 @@ def worker_command(settings: WorkerSettings) -> list[str]:
         settings.log_level,
     ]
     if settings.scheduler_enabled:
-        schedule = settings.data_dir / "celerybeat-schedule"
-        command += ["-B", "--schedule", str(schedule)]
+        command.append("-B")  # the enhanced scheduler keeps its state in Redis, not a file
     return command
 
 

@@ -94,6 +94,12 @@ class WorkerSettings(DomainSettings):
     # ALERT_CHANNEL_TIMEOUT (flat names, read by AlertVariables; see AlertChannelSettings).
     alert_channels: AlertChannelSettings = Field(default_factory=AlertChannelSettings)
     scheduler_enabled: bool = True
+    # Beat: the lock's time to live. A standby beat takes over at most this long (plus one of
+    # its ticks) after the active one dies; the holder renews every third of it.
+    beat_lock_timeout: float = Field(default=c.BEAT_LOCK_TIMEOUT_S, ge=1, le=3600)
+    # Where beat serves /metrics (its entries, runs, skips and the lock holder); 0: not served.
+    # Not METRICS_PORT: an embedded beat (`make run`) shares the worker's host.
+    beat_metrics_port: int = Field(default=c.BEAT_METRICS_PORT, ge=0, le=65535)
 
     task_time_limit: int = Field(default=c.TASK_TIME_LIMIT_S, ge=1)
     task_soft_time_limit: int = Field(default=c.TASK_SOFT_TIME_LIMIT_S, ge=1)

@@ -34,6 +34,9 @@ AI_SCHEDULE: tuple[PeriodicTask, ...] = (
         name="process-due-ai-tasks",
         task=f"{TASKS_PACKAGE}.ai_tasks.process_due_ai_tasks",
         schedule=crontab(minute="*/10"),
+        options={"priority": 10},  # the seed's: AI is the highest (clamped to 9 on Redis)
+        # A sweep that is still running (model calls take minutes) is not joined by a second.
+        no_overlap=True,
     ),
 )
 

@@ -52,6 +52,10 @@ EMAIL_SCHEDULE: tuple[PeriodicTask, ...] = (
         name="process-email-queue",
         task=f"{TASKS_PACKAGE}.email_tasks.process_email_queue",
         schedule=crontab(minute="*/5"),
+        options={"priority": 5},
+        # A sweep publishes send_email for each due message; while the e-mail queue already
+        # holds more than this, another sweep adds nothing the workers can take.
+        max_queue_depth=500,
     ),
 )
 

@@ -324,8 +324,14 @@ def known_task_names(app: WorkerApp) -> set[str]:
     return set(app.tasks.keys())
 
 
-def submit_workflow(definition: Mapping[str, Any], *, app: WorkerApp) -> str:
+def submit_workflow(
+    definition: Mapping[str, Any], *, app: WorkerApp, workflow_id: str | None = None
+) -> str:
     """Validate ``definition`` whole, store it, dispatch its roots; return the workflow id.
+
+    ``workflow_id`` (beat's periodic workflows) makes the submission idempotent: a workflow
+    that already has this id is left as it is and its id returned, so a run re-published after
+    a beat died mid-publish starts one workflow, not two.
 
     Raises WorkflowValidationError (and stores and dispatches nothing) when it is invalid: a
     task that is not registered or not allowed in workflows (``app.workflow_policy``), a definition
@@ -336,8 +342,12 @@ def submit_workflow(definition: Mapping[str, Any], *, app: WorkerApp) -> str:
     parsed, scheduler = parse_and_build(
         definition, known_tasks=known_task_names(app), policy=policy
     )
-    workflow_id = uuid.uuid4().hex
     client = redis_for(app)
+    if workflow_id is not None:
+        if client.exists(keys.workflow_definition_key(workflow_id)):
+            return workflow_id
+    else:
+        workflow_id = uuid.uuid4().hex
     now = time.time()
     # Nobody else knows this workflow yet: no WATCH needed.
     ready = refuse_disallowed(workflow_id, scheduler.start(now), parsed, scheduler, policy)
