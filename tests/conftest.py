@@ -12,13 +12,14 @@ import redis
 
 from personal_assistant.workers.celery_app import WorkerApp, create_app
 from personal_assistant.workers.config import load_settings
+from personal_assistant.workers.schedulers.enhanced_scheduler import EnhancedScheduler
 from personal_assistant.workers.store.engine import dispose_all
 from personal_assistant.workers.store.migrate import upgrade
 from tests.support import tasks as _test_tasks  # noqa: F401 - registers the shared test tasks
 from tests.support.alert_servers import WEBHOOK_SECRET, Receiver
 from tests.support.certificates import Certificate, make_certificate
 from tests.support.postgres_server import PostgresNotInstalled, PostgresServer
-from tests.support.redis_server import RedisServer
+from tests.support.redis_server import RedisServer, free_port
 from tests.support.worker import WorkerProcess
 
 
@@ -57,6 +58,29 @@ def producer_app(redis_url: str) -> Iterator[WorkerApp]:
     )
     yield app
     app.close()
+
+
+@pytest.fixture
+def beat_metrics(redis_url: str) -> Iterator[Callable[..., int]]:
+    """Start a beat (the scheduler, in this process, with the given settings) that holds the
+    lock and serves /metrics; returns its port: where the cluster-wide series come from."""
+    started: list[tuple[WorkerApp, EnhancedScheduler]] = []
+
+    def start(**settings: Any) -> int:
+        port = free_port()
+        app = create_app(
+            load_settings(celery_broker_url=redis_url, beat_metrics_port=port, **settings)
+        )
+        scheduler = EnhancedScheduler(app=app)
+        started.append((app, scheduler))
+        scheduler.tick()  # takes the lock and starts serving
+        assert scheduler.token is not None and scheduler.exports is not None
+        return port
+
+    yield start
+    for app, scheduler in started:
+        scheduler.close()
+        app.close()
 
 
 @pytest.fixture(scope="session")

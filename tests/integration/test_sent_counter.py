@@ -83,11 +83,13 @@ def test_the_collector_exports_every_series_and_skips_a_field_it_did_not_write(
     assert registry.get_sample_value("celery_task_sent_total", labels) == 4
 
 
-def test_a_worker_scrape_shows_what_a_producer_sent(
-    producer_app: WorkerApp, start_worker: Callable[..., WorkerProcess]
+def test_beats_scrape_shows_what_a_producer_sent(
+    producer_app: WorkerApp,
+    start_worker: Callable[..., WorkerProcess],
+    beat_metrics: Callable[..., int],
 ) -> None:
-    port = free_port()
-    start_worker([c.FILE_QUEUE], env={"METRICS_PORT": str(port)})
+    start_worker([c.FILE_QUEUE])
+    port = beat_metrics()
     for _ in range(5):
         producer_app.send_task("tests.noop", queue=c.FILE_QUEUE)
 

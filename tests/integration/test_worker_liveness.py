@@ -40,20 +40,26 @@ def http_status(url: str) -> int:
         return int(error.code)
 
 
-def test_a_sigkilled_worker_is_reported_down_by_its_peers_and_stays_listed(
-    start_worker: Callable[..., WorkerProcess], tmp_path: Path
+def test_a_sigkilled_worker_is_reported_down_by_beat_and_stays_listed(
+    start_worker: Callable[..., WorkerProcess],
+    beat_metrics: Callable[..., int],
+    tmp_path: Path,
 ) -> None:
     # Ready means its store is migrated too (the email queue's tasks need it).
     store = f"sqlite:///{tmp_path / 'assistant.db'}"
     upgrade(store)
     liveness = {**FAST_LIVENESS, "DATABASE_URL": store}
-    watcher_port, victim_port = free_port(), free_port()
-    watcher = start_worker([c.AI_QUEUE], env={**liveness, "METRICS_PORT": str(watcher_port)})
+    watcher_port = beat_metrics(
+        worker_down_after=2, worker_heartbeat_interval=0.5
+    )  # beat exports every worker's up
+    victim_port = free_port()
+    watcher = start_worker([c.AI_QUEUE], env=liveness)
     victim = start_worker([c.EMAIL_QUEUE], env={**liveness, "METRICS_PORT": str(victim_port)})
     seen = wait_for(
         lambda: len(worker_up(watcher_port)) == 2 and worker_up(watcher_port), timeout=30
     )
     assert seen == {watcher.hostname: 1.0, victim.hostname: 1.0}
+    assert worker_up(victim_port) == {}  # a worker exports no cluster-wide series
     assert http_status(f"http://127.0.0.1:{victim_port}/healthz") == 200
     assert http_status(f"http://127.0.0.1:{victim_port}/readyz") == 200
 
@@ -68,10 +74,10 @@ def test_a_sigkilled_worker_is_reported_down_by_its_peers_and_stays_listed(
 
 
 def test_a_worker_stopped_cleanly_is_not_reported_down(
-    start_worker: Callable[..., WorkerProcess],
+    start_worker: Callable[..., WorkerProcess], beat_metrics: Callable[..., int]
 ) -> None:
-    watcher_port = free_port()
-    start_worker([c.AI_QUEUE], env={**FAST_LIVENESS, "METRICS_PORT": str(watcher_port)})
+    watcher_port = beat_metrics(worker_down_after=2, worker_heartbeat_interval=0.5)
+    start_worker([c.AI_QUEUE], env=FAST_LIVENESS)
     leaving = start_worker([c.SYNC_QUEUE], env={**FAST_LIVENESS, "METRICS_PORT": str(free_port())})
     wait_for(lambda: leaving.hostname in worker_up(watcher_port), timeout=30)
     leaving.stop()

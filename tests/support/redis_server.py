@@ -33,16 +33,20 @@ class RedisServer:
     (``always`` or ``everysec``), for tests that restart the server under load.
     """
 
-    def __init__(self, workdir: Path, *, appendfsync: str | None = None) -> None:
+    def __init__(
+        self, workdir: Path, *, appendfsync: str | None = None, password: str | None = None
+    ) -> None:
         self.workdir = workdir
         self.port = free_port()
         self.appendfsync = appendfsync
+        self.password = password
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        """URL of database 0."""
-        return f"redis://127.0.0.1:{self.port}/0"
+        """URL of database 0 (with the password, when the server requires one)."""
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self, timeout: float = 10.0) -> RedisServer:
         """Start the server and wait until it answers PING."""
@@ -66,11 +70,12 @@ class RedisServer:
                 "noeviction",
                 "--loglevel",
                 "warning",
+                *(["--requirepass", self.password] if self.password else []),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        client = redis.Redis(port=self.port, socket_timeout=1)
+        client = redis.Redis(port=self.port, password=self.password, socket_timeout=1)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:

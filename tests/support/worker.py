@@ -64,8 +64,8 @@ class WorkerProcess:
             "-A",
             app,
             "worker",
-            "-Q",
-            ",".join(queues),
+            # No queues: the worker picks its own (WORKER_QUEUE, or all of them).
+            *(["-Q", ",".join(queues)] if queues else []),
             "-c",
             str(concurrency),
             "-n",

@@ -14,6 +14,7 @@ from personal_assistant.workers.broker.safety import BrokerSafetyHook
 from personal_assistant.workers.config import WorkerSettings, get_settings, is_redis_url
 from personal_assistant.workers.hooks.default_priority import DefaultPriorityHook
 from personal_assistant.workers.hooks.mask_secrets import MaskSecretsHook
+from personal_assistant.workers.hooks.worker_queue import WorkerQueueHook
 from personal_assistant.workers.metrics.hook import MetricsHook, PublishTimestampHook, SentCountHook
 from personal_assistant.workers.worker_app import WorkerApp
 from personal_assistant.workers.workflows.hook import WorkflowHook
@@ -29,6 +30,7 @@ def create_app(settings: WorkerSettings | None = None) -> WorkerApp:
     app = WorkerApp(settings or get_settings())
     app.hooks.add(MaskSecretsHook())
     app.hooks.add(DefaultPriorityHook())
+    app.hooks.add(WorkerQueueHook(app.settings))
     app.workflow_hook = app.hooks.add(WorkflowHook(app))
     app.hooks.add(BrokerSafetyHook(app))
     if app.settings.metrics_enabled:

@@ -105,10 +105,13 @@ def build_celery_config(settings: WorkerSettings) -> dict[str, Any]:
         "result_backend_transport_options": {"visibility_timeout": visibility},
         # Messages no worker can run are dead-lettered, not dropped (broker/intake.py).
         "worker_consumer": CONSUMER_PATH,
-        # Worker: one message reserved per process, so a long task never holds others hostage.
-        "worker_prefetch_multiplier": 1,
+        # Worker: one message reserved per slot by default (WORKER_PREFETCH_MULTIPLIER), so a long
+        # task never holds others hostage.
+        "worker_prefetch_multiplier": settings.worker_prefetch_multiplier,
         "worker_concurrency": settings.worker_concurrency,
         "worker_max_tasks_per_child": settings.worker_max_tasks_per_child,
+        "worker_pool": settings.worker_pool,
+        "worker_max_memory_per_child": settings.worker_max_memory_per_child or None,
         "worker_send_task_events": False,
         "task_send_sent_event": False,
         "worker_hijack_root_logger": True,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,7 +21,7 @@ from personal_assistant.workers.broker.safety import (
 )
 from personal_assistant.workers.celery_app import WorkerApp, create_app
 from personal_assistant.workers.config import load_settings
-from tests.support.redis_server import free_port
+from tests.support.redis_server import RedisServer, free_port
 
 SAFE = RedisFacts(version=(7, 2), aof_enabled=True, maxmemory_policy="noeviction")
 
@@ -113,14 +114,28 @@ def test_a_policy_change_on_the_server_shows_in_its_facts(redis_client: redis.Re
 # --- the hook at worker start ----------------------------------------------------------------
 
 
+# Production requires a password in every Redis URL (config/production.py).
+TEST_REDIS_PASSWORD = "k7Qp2-" + "long-random"
+
+
 @pytest.fixture
-def make_app(clean_env: pytest.MonkeyPatch, redis_url: str) -> Iterator[MakeApp]:
+def secured_redis_url(tmp_path: Path) -> Iterator[str]:
+    """A private Redis that requires a password (no AOF), as a production worker may meet."""
+    server = RedisServer(tmp_path / "redis", password=TEST_REDIS_PASSWORD).start()
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture
+def make_app(clean_env: pytest.MonkeyPatch, secured_redis_url: str) -> Iterator[MakeApp]:
     """Apps like the worker's, on the test Redis unless told otherwise; closed afterwards."""
     apps: list[WorkerApp] = []
 
-    def make(environment: str, broker_url: str = redis_url) -> WorkerApp:
+    def make(environment: str, broker_url: str = secured_redis_url) -> WorkerApp:
         settings = load_settings(
-            celery_broker_url=broker_url, celery_result_backend=redis_url, environment=environment
+            celery_broker_url=broker_url,
+            celery_result_backend=secured_redis_url,
+            environment=environment,
         )
         app = create_app(settings)
         apps.append(app)
@@ -174,7 +189,8 @@ def test_in_production_a_redis_without_aof_stops_the_worker_with_one_line(
 def test_an_unreachable_broker_is_a_warning_without_a_verdict(
     make_app: MakeApp, caplog: pytest.LogCaptureFixture
 ) -> None:
-    hook = safety_hook(make_app("production", broker_url=f"redis://127.0.0.1:{free_port()}/0"))
+    nobody = f"redis://:{TEST_REDIS_PASSWORD}@127.0.0.1:{free_port()}/0"
+    hook = safety_hook(make_app("production", broker_url=nobody))
 
     with caplog.at_level(logging.WARNING, logger=safety.__name__):
         hook.on_worker_init(sender=None)

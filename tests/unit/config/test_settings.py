@@ -33,7 +33,7 @@ def test_variables_are_read_from_the_environment(clean_env: pytest.MonkeyPatch) 
     clean_env.setenv("ENVIRONMENT", " Production ")
     clean_env.setenv("LOG_LEVEL", "debug")
     clean_env.setenv("WORKER_CONCURRENCY", "7")
-    clean_env.setenv("CELERY_BROKER_URL", "redis://broker.internal:6379/3")
+    clean_env.setenv("CELERY_BROKER_URL", "redis://:k7Qp2-long-random@broker.internal:6379/3")
     clean_env.setenv("SCHEDULER_ENABLED", "false")
 
     settings = load_settings()
@@ -41,7 +41,7 @@ def test_variables_are_read_from_the_environment(clean_env: pytest.MonkeyPatch) 
     assert settings.environment == "production"
     assert settings.log_level == "DEBUG"
     assert settings.worker_concurrency == 7
-    assert settings.celery_broker_url == "redis://broker.internal:6379/3"
+    assert settings.celery_broker_url == "redis://:k7Qp2-long-random@broker.internal:6379/3"
     assert settings.scheduler_enabled is False
 
 

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -31,6 +31,7 @@ from personal_assistant.workers.config.alert_channels import (
 from personal_assistant.workers.config.domain_settings import DomainSettings
 from personal_assistant.workers.config.errors import config_error
 from personal_assistant.workers.config.masking import mask_url
+from personal_assistant.workers.config.production import production_problems
 from personal_assistant.workers.config.urls import (
     BACKEND_SCHEMES,
     BROKER_SCHEMES,
@@ -70,6 +71,13 @@ class WorkerSettings(DomainSettings):
     worker_queue: Annotated[list[str], NoDecode] = Field(default_factory=lambda: list(c.QUEUES))
     worker_concurrency: int = Field(default=2, ge=1, le=256)
     worker_max_tasks_per_child: int = Field(default=1000, ge=1)
+    # The pool: prefork (CPU-bound or unsafe code: a process per slot), threads (I/O-bound work
+    # that releases the GIL: model and HTTP calls, SMTP), solo (one task at a time, debugging).
+    worker_pool: Literal["prefork", "threads", "solo"] = "prefork"
+    # Messages reserved per pool slot. 1: a long task never holds others hostage behind it.
+    worker_prefetch_multiplier: int = Field(default=1, ge=1, le=64)
+    # Recycle a prefork child whose resident memory passes this (KiB) after a task; 0: never.
+    worker_max_memory_per_child: int = Field(default=0, ge=0)
 
     metrics_enabled: bool = True
     metrics_port: int = Field(default=c.METRICS_PORT, ge=0, le=65535)
@@ -217,6 +225,7 @@ class WorkerSettings(DomainSettings):
                 f"({self.worker_down_after:g} <= {self.worker_heartbeat_interval:g}), or live "
                 "workers flap down between beats"
             )
+        self._check_production()
         longest = max(self.task_time_limit, self.max_countdown, self.retry_backoff_max)
         if self.visibility_timeout and self.visibility_timeout <= longest:
             raise ValueError(
@@ -225,6 +234,32 @@ class WorkerSettings(DomainSettings):
                 "or Redis delivers those messages twice"
             )
         return self
+
+    def _check_production(self) -> None:
+        """ENVIRONMENT=production: one line naming everything production.py requires."""
+        if self.environment != "production":
+            return
+        channels = self.alert_channels
+
+        def secret(value: SecretStr | None) -> str:
+            return value.get_secret_value() if value is not None else ""
+
+        problems = production_problems(
+            urls={
+                "CELERY_BROKER_URL": self.celery_broker_url,
+                "CELERY_RESULT_BACKEND": self.celery_result_backend,
+                "DATABASE_URL": self.database_url,
+            },
+            secrets={
+                "SMTP_PASSWORD": secret(self.smtp_password),
+                "AI_API_KEY": secret(self.ai_api_key),
+                "ALERT_SMTP_PASSWORD": secret(channels.smtp_password),
+                "ALERT_WEBHOOK_SECRET": secret(channels.webhook_secret),
+            },
+            debug=self.debug,
+        )
+        if problems:
+            raise ValueError("ENVIRONMENT=production needs " + "; ".join(problems))
 
     @property
     def result_backend_url(self) -> str:

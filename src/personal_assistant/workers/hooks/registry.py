@@ -121,6 +121,10 @@ class WorkerHook:
     def on_worker_init(self, *, sender: Any) -> None:
         """The worker's main process is starting (before the pool)."""
 
+    def on_worker_setup(self, *, instance: Any) -> None:
+        """The worker applied its command line (``-Q`` and the rest) and is about to start
+        (Celery's ``celeryd_after_setup``; ``instance`` is the worker)."""
+
     def on_worker_ready(self, *, sender: Any) -> None:
         """The worker consumes messages."""
 
@@ -214,6 +218,10 @@ def _signal_adapters() -> dict[str, tuple[Any, Callable[[WorkerHook, dict[str, A
         "on_worker_init": (
             signals.worker_init,
             lambda h, kw: h.on_worker_init(sender=kw.get("sender")),
+        ),
+        "on_worker_setup": (
+            signals.celeryd_after_setup,
+            lambda h, kw: h.on_worker_setup(instance=kw.get("instance")),
         ),
         "on_worker_ready": (
             signals.worker_ready,

@@ -2,10 +2,12 @@
 
 In the worker's main process: a TaskMetricsRecorder fed by the request class (request.py),
 installed as ``app.metrics_recorder`` (where the request class and alerting find it), a
-heartbeat for ``celery_worker_up``, and the HTTP server on METRICS_HOST:METRICS_PORT serving
-``/metrics``, ``/healthz`` and ``/readyz``. In pool children: nothing (they do not record; the
-parent sees every outcome), and they close their copy of the server's socket. In producers: a
-publish timestamp in each message's headers, from which the worker measures queue wait.
+heartbeat (from which beat exports ``celery_worker_up``), and the HTTP server on
+METRICS_HOST:METRICS_PORT serving ``/metrics`` (this worker's own series only: the cluster-wide
+ones are beat's, metrics/cluster_series.py), ``/healthz`` and ``/readyz``. In pool children:
+nothing (they do not record; the parent sees every outcome), and they close their copy of the
+server's socket. In producers: a publish timestamp in each message's headers, from which the
+worker measures queue wait.
 
 With METRICS_ENABLED=false none of this is registered: no hook, no request class, no events.
 """
@@ -17,16 +19,12 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import redis
-from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.registry import Collector
 
-from personal_assistant.workers import constants as c
 from personal_assistant.workers.config import is_redis_url
 from personal_assistant.workers.hooks.registry import WorkerHook
-from personal_assistant.workers.metrics.domain_counters import DomainCollector
-from personal_assistant.workers.metrics.recorder import QueueLengthCollector, TaskMetricsRecorder
+from personal_assistant.workers.metrics.cluster_series import exporter_hostname
+from personal_assistant.workers.metrics.recorder import TaskMetricsRecorder
 from personal_assistant.workers.metrics.request import PUBLISHED_AT_HEADER
-from personal_assistant.workers.metrics.sent_counter import SentCollector
 from personal_assistant.workers.metrics.snapshots import write_snapshot
 from personal_assistant.workers.monitoring.domain_readiness import domains_ready
 from personal_assistant.workers.monitoring.health_check import (
@@ -35,11 +33,9 @@ from personal_assistant.workers.monitoring.health_check import (
     broker_ready,
 )
 from personal_assistant.workers.monitoring.liveness import (
-    BeatLiveness,
     Heartbeat,
     WorkerRegistry,
 )
-from personal_assistant.workers.monitoring.queue_depth import queue_depths
 from personal_assistant.workers.redis_clients import client_for
 
 if TYPE_CHECKING:
@@ -52,46 +48,6 @@ LOOP_STALL_AFTER_S = 60.0
 LOOP_TICK_S = 5.0
 # Task summaries for `pa-status`: rates are deltas between two snapshots, 10 s apart.
 SNAPSHOT_EVERY_S = 10.0
-
-
-class WorkerUpCollector(Collector):
-    """``celery_worker_up{hostname}`` for every worker seen in the last day (0 once silent)."""
-
-    def __init__(self, registry: WorkerRegistry) -> None:
-        self._registry = registry
-
-    def collect(self) -> Any:
-        family = GaugeMetricFamily(
-            "celery_worker_up", "1 while the worker sends heartbeats", labels=["hostname"]
-        )
-        try:
-            workers = self._registry.workers()
-        except Exception:
-            logger.warning("worker liveness unavailable", exc_info=True)
-            workers = []
-        for worker in workers:
-            family.add_metric([worker.hostname], 1.0 if worker.up else 0.0)
-        yield family
-
-
-class BeatTickCollector(Collector):
-    """``celery_beat_last_tick_timestamp_seconds``: when beat last looped (absent if never)."""
-
-    def __init__(self, liveness: BeatLiveness) -> None:
-        self._liveness = liveness
-
-    def collect(self) -> Any:
-        family = GaugeMetricFamily(
-            "celery_beat_last_tick_timestamp_seconds", "Unix time of beat's last scheduler loop"
-        )
-        try:
-            last = self._liveness.last_tick()
-        except Exception:
-            logger.warning("beat liveness unavailable", exc_info=True)
-            last = None
-        if last is not None:
-            family.add_metric([], last)
-        yield family
 
 
 class PublishTimestampHook(WorkerHook):
@@ -150,7 +106,7 @@ class MetricsHook(WorkerHook):
     def on_worker_init(self, *, sender: Any) -> None:
         """Main process, before the pool forks: set up everything the children must not run."""
         settings = self.app.settings
-        hostname = str(getattr(sender, "hostname", "") or "worker")
+        hostname = exporter_hostname(str(getattr(sender, "hostname", "") or "worker"))
         # The worker's own limit: the command line's, else worker_max_tasks_per_child.
         recorder = TaskMetricsRecorder(
             hostname, max_tasks_per_child=getattr(sender, "max_tasks_per_child", None)
@@ -160,14 +116,10 @@ class MetricsHook(WorkerHook):
         queues = list(getattr(sender, "queues", None) or settings.worker_queue)
         if is_redis_url(broker_url):
             client = self._client = client_for(broker_url)
+            # The cluster-wide series (queue depth, every worker's up, sends, beat's tick, the
+            # domain counters) are beat's to export (metrics/cluster_series.py): from every
+            # worker, a dashboard's `sum` would count them once per worker.
             registry = WorkerRegistry(client, down_after=settings.worker_down_after)
-            recorder.registry.register(
-                QueueLengthCollector(lambda: queue_depths(client, list(c.QUEUES)))
-            )
-            recorder.registry.register(WorkerUpCollector(registry))
-            recorder.registry.register(SentCollector(client))
-            recorder.registry.register(DomainCollector(client))
-            recorder.registry.register(BeatTickCollector(BeatLiveness(client)))
             self.heartbeat = Heartbeat(
                 registry, hostname, queues, interval=settings.worker_heartbeat_interval
             )

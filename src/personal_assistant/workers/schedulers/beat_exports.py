@@ -1,7 +1,8 @@
-"""Beat's /metrics, /healthz and /readyz: its entries, their runs and skips, the lock holder.
+"""Beat's /metrics, /healthz and /readyz: the cluster-wide series, its entries, the lock holder.
 
 Served by every beat on ``BEAT_METRICS_PORT`` (0: not served), with the health server the
-workers use. The series (all ``pa_beat_*``, none of the Celery exporter's names):
+workers use. The holder exports the cluster-wide series (queue depth, workers up, sends, beat's
+tick, the domain counters: metrics/cluster_series.py), once for the cluster. Its own series:
 
 - ``pa_beat_lock_held{owner}``: 1 on the beat that holds the lock, 0 on a standby; ``sum`` over
   beats is 1 when one beat sends, 0 when none does (alert on that), 2 never.
@@ -27,6 +28,7 @@ import redis
 from prometheus_client.core import CollectorRegistry, CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from personal_assistant.workers.metrics.cluster_series import cluster_collectors
 from personal_assistant.workers.monitoring.health_server import HealthServer
 from personal_assistant.workers.schedulers.beat_catalogue import Catalogue
 from personal_assistant.workers.schedulers.beat_report import entry_rows
@@ -50,6 +52,19 @@ class ExportedBeat(Protocol):
     lock_timeout: float
     last_tick_monotonic: float
     redis_failing: bool
+
+
+class HolderOnly(Collector):
+    """Another collector's series, exported only while this beat holds the lock."""
+
+    def __init__(self, beat: ExportedBeat, inner: Collector) -> None:
+        self.beat = beat
+        self.inner = inner
+
+    def collect(self) -> Iterator[Metric]:
+        """The inner collector's series on the holder; nothing on a standby."""
+        if self.beat.token is not None:
+            yield from self.inner.collect()
 
 
 class BeatCollector(Collector):
@@ -114,6 +129,8 @@ def start_beat_exports(scheduler: ExportedBeat) -> HealthServer | None:
         return None
     registry = CollectorRegistry(auto_describe=False)
     registry.register(BeatCollector(scheduler))
+    for collector in cluster_collectors(scheduler.client, down_after=settings.worker_down_after):
+        registry.register(HolderOnly(scheduler, collector))
     server = HealthServer(
         settings.beat_metrics_port,
         registry=registry,
