@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 APP := personal_assistant.workers.celery_app
 
-.PHONY: run test lint bench deps system-deps clean
+.PHONY: run test lint compose-check bench deps system-deps clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,12 +18,15 @@ $(STAMP): pyproject.toml
 deps: $(STAMP)
 
 ## system-deps: redis-server, promtool (Debian's prometheus package), openssl and the PostgreSQL
-## server binaries (Debian's postgresql package; not on PATH there) for the tests, each installed
-## only if missing
+## server binaries (Debian's postgresql package; not on PATH there) for the tests; docker-compose
+## and amtool with the alertmanager binary (Debian's prometheus-alertmanager) for compose-check
+## and the Alertmanager tests; each installed only if missing
 system-deps:
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	command -v promtool >/dev/null || missing="$$missing prometheus"; \
+	command -v docker-compose >/dev/null || missing="$$missing docker-compose"; \
+	command -v amtool >/dev/null || missing="$$missing prometheus-alertmanager"; \
 	command -v openssl >/dev/null || missing="$$missing openssl"; \
 	command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
 	  || missing="$$missing postgresql"; \
@@ -51,6 +54,19 @@ lint: deps
 	$(BIN)/mypy
 	$(BIN)/lint-imports --no-logo
 	$(BIN)/python tools/check_import_cycles.py
+
+## compose-check: the production deployment checked with the real tools (no container engine
+## needed): docker-compose's own validation with the example env file, the deployment's rules
+## (tools/compose_check.py: a worker per queue, healthchecks, restart policies, no container_name,
+## no secret with a default, a non-root pinned image), Prometheus's config and rules, the
+## Alertmanager config, and every PromQL expression of the rules and dashboards
+compose-check: deps system-deps
+	docker-compose -f docker/docker-compose.prod.yml --env-file docker/.env.example config -q
+	$(BIN)/python tools/compose_check.py
+	promtool check config docker/monitoring/prometheus.yml
+	promtool check rules docker/monitoring/alert_rules.yml
+	amtool check-config docker/monitoring/alertmanager.yml
+	$(BIN)/python tools/promql_check.py
 
 ## bench: benchmarks against the anchors, measured in the same run
 bench: deps system-deps

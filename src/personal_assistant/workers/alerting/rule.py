@@ -27,7 +27,7 @@ CONDITIONS: Final = (
     "worker_offline",  # workers reported down >= threshold
     "task_timeout",  # time-limit kills in the window >= threshold
 )
-KNOWN_CHANNELS: Final = ("log", "email", "slack", "webhook")
+KNOWN_CHANNELS: Final = ("log", "email", "slack", "webhook", "alertmanager")
 SEVERITIES: Final = ("info", "warning", "critical")
 GROUP_BY_KEYS: Final = ("task_name", "queue", "hostname")
 # What each condition looks at: counted events, run times ("run"), or gauges ("queues" and

@@ -7,12 +7,17 @@ source) from the environment and from ``.env`` alike, under the names operators 
     ALERT_SMTP_TO (comma list), ALERT_SMTP_USER + ALERT_SMTP_PASSWORD (both or neither),
     ALERT_SMTP_STARTTLS / ALERT_SMTP_SSL (true/false, not both), ALERT_SLACK_WEBHOOK_URL,
     ALERT_WEBHOOK_URL + ALERT_WEBHOOK_SECRET (both or neither; the secret >= 32 bytes),
+    ALERT_ALERTMANAGER_URL (the base URL, http://alertmanager:9093), optionally with
+    ALERT_ALERTMANAGER_USERNAME + ALERT_ALERTMANAGER_PASSWORD (basic auth) or
+    ALERT_ALERTMANAGER_TOKEN (bearer), ALERT_ALERTMANAGER_RESOLVE_TIMEOUT (seconds, default 3600),
     ALERT_CHANNEL_TIMEOUT (seconds, default 5)
 
 An SMTP login without STARTTLS or SSL is refused (the password would cross the network in
 clear text), and so is a Slack or webhook URL that is not https (plain http only to a loopback
-host). The password and the webhook secret are ``SecretStr``; webhook URLs (Slack's carries its
-token in the path) are shown as scheme and host only (:func:`mask_endpoint`).
+host), and an Alertmanager URL that is plain http to another host when credentials go with it
+(without credentials plain http is fine: Alertmanager usually listens on the compose network).
+The passwords, the token and the webhook secret are ``SecretStr``; webhook URLs (Slack's
+carries its token in the path) are shown as scheme and host only (:func:`mask_endpoint`).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from pydantic import (
     ConfigDict,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -36,21 +42,34 @@ from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSetti
 # signing.py imports nothing of this package but constants: no import cycle.
 from personal_assistant.workers.alerting.channels.signing import secret_problem
 from personal_assistant.workers.config.errors import FlatVariables, config_error
-from personal_assistant.workers.config.masking import mask_endpoint
-from personal_assistant.workers.config.urls import check_http_url
+from personal_assistant.workers.config.masking import mask_endpoint, mask_url
+from personal_assistant.workers.config.urls import check_http_url, split_http_url
 
 #: The alert channels' variables are this prefix + the field name of AlertChannelSettings.
 ALERT_ENV_PREFIX: Final = "ALERT_"
 #: Seconds one send to a channel may take: long enough for a slow SMTP relay, short enough
 #: that a dead endpoint does not hold a sender thread for long.
 ALERT_CHANNEL_TIMEOUT_S: Final = 5.0
+#: How long Alertmanager keeps a firing alert we pushed active without hearing from us again
+#: (its ``endsAt``): above the rules' cooldown (30 minutes by default), after which a reminder
+#: pushes it again, and short enough that an alert whose process is gone clears within the hour.
+ALERTMANAGER_RESOLVE_TIMEOUT_S: Final = 3600.0
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
 # Never echoed in an error: secrets, and URLs whose path may be a credential (their checks show
 # them masked).
 _UNSHOWN_ALERT_FIELDS = frozenset(
-    {"smtp_password", "webhook_secret", "slack_webhook_url", "webhook_url"}
+    {
+        "smtp_password",
+        "webhook_secret",
+        "slack_webhook_url",
+        "webhook_url",
+        "alertmanager_password",
+        "alertmanager_token",
+    }
 )
+# What Alertmanager's v2 API is under the base URL; a URL given with it is taken as the base.
+ALERTMANAGER_ALERTS_PATH: Final = "/api/v2/alerts"
 
 #: The WorkerSettings field the ALERT_* variables fill.
 ALERT_CHANNELS_FIELD: Final = "alert_channels"
@@ -58,6 +77,26 @@ ALERT_CHANNELS_FIELD: Final = "alert_channels"
 ALERT_VARIABLE_GROUPS: Final[Mapping[str, FlatVariables]] = MappingProxyType(
     {ALERT_CHANNELS_FIELD: FlatVariables(ALERT_ENV_PREFIX, _UNSHOWN_ALERT_FIELDS)}
 )
+
+
+def check_alertmanager_url(url: str) -> str:
+    """Alertmanager's base URL, http(s) with a host and nothing else: no credentials in it
+    (they have their own variables), no query or fragment; trailing ``/`` and a trailing
+    ``/api/v2/alerts`` are dropped. Plain http is accepted here: with credentials, the
+    settings (and the channel) require https to a remote host with :func:`check_http_url`.
+    The ValueError shows the URL masked."""
+    shown = mask_url(url) if isinstance(url, str) else repr(url)
+    parts = split_http_url(url, "Alertmanager", shown, lambda _: f"{shown} must be http or https")
+    assert isinstance(url, str)  # split_http_url refused anything else
+    if parts.username is not None or parts.password is not None:
+        raise ValueError(
+            f"Alertmanager: URL {shown} holds credentials: set"
+            " ALERT_ALERTMANAGER_USERNAME/PASSWORD or ALERT_ALERTMANAGER_TOKEN instead"
+        )
+    if parts.query or parts.fragment:
+        raise ValueError(f"Alertmanager: URL {shown} must be a base URL, without ? or #")
+    base = url.rstrip("/")
+    return base.removesuffix(ALERTMANAGER_ALERTS_PATH).rstrip("/")
 
 
 def _check_addresses(addresses: tuple[str, ...]) -> None:
@@ -68,7 +107,8 @@ def _check_addresses(addresses: tuple[str, ...]) -> None:
 
 
 class AlertChannelSettings(BaseModel):
-    """Where alerts go: e-mail, Slack, a signed webhook (each optional; the log always).
+    """Where alerts go: e-mail, Slack, a signed webhook, Alertmanager (each optional; the log
+    always).
 
     Each field is read from ``ALERT_`` + its name in upper case (``smtp_host`` from
     ALERT_SMTP_HOST); a blank value is an unset one. Every check runs when the settings load,
@@ -89,6 +129,11 @@ class AlertChannelSettings(BaseModel):
     slack_webhook_url: str | None = None
     webhook_url: str | None = None
     webhook_secret: SecretStr | None = None
+    alertmanager_url: str | None = None
+    alertmanager_username: str | None = None
+    alertmanager_password: SecretStr | None = None
+    alertmanager_token: SecretStr | None = None
+    alertmanager_resolve_timeout: float = ALERTMANAGER_RESOLVE_TIMEOUT_S
     channel_timeout: float = ALERT_CHANNEL_TIMEOUT_S
 
     @classmethod
@@ -108,14 +153,17 @@ class AlertChannelSettings(BaseModel):
             ) from None
 
     @field_validator("smtp_host", "smtp_from", "smtp_user", "slack_webhook_url", "webhook_url",
-                     mode="before")  # fmt: skip
+                     "alertmanager_url", "alertmanager_username", mode="before")  # fmt: skip
     @classmethod
     def _blank_text_is_unset(cls, value: Any) -> Any:
         if isinstance(value, str):
             return value.strip() or None
         return value
 
-    @field_validator("smtp_password", "webhook_secret", mode="before")
+    @field_validator(
+        "smtp_password", "webhook_secret", "alertmanager_password", "alertmanager_token",
+        mode="before",
+    )  # fmt: skip
     @classmethod
     def _blank_secret_is_unset(cls, value: Any) -> Any:
         # Kept as given otherwise: spaces may be part of a password.
@@ -154,12 +202,12 @@ class AlertChannelSettings(BaseModel):
             return tuple(r for r in (part.strip() for part in value.split(",")) if r)
         return value
 
-    @field_validator("channel_timeout", mode="before")
+    @field_validator("channel_timeout", "alertmanager_resolve_timeout", mode="before")
     @classmethod
-    def _seconds(cls, value: Any) -> Any:
+    def _seconds(cls, value: Any, info: ValidationInfo) -> Any:
         if isinstance(value, str):
             if not value.strip():
-                return ALERT_CHANNEL_TIMEOUT_S
+                return cls.model_fields[str(info.field_name)].default
             try:
                 value = float(value)
             except ValueError:
@@ -197,6 +245,11 @@ class AlertChannelSettings(BaseModel):
     def _webhook_url(cls, value: str | None) -> str | None:
         return None if value is None else check_http_url(value, "webhook")
 
+    @field_validator("alertmanager_url")
+    @classmethod
+    def _alertmanager_url(cls, value: str | None) -> str | None:
+        return None if value is None else check_alertmanager_url(value)
+
     @field_validator("webhook_secret")
     @classmethod
     def _signing_secret(cls, value: SecretStr | None) -> SecretStr | None:
@@ -232,7 +285,43 @@ class AlertChannelSettings(BaseModel):
             raise ValueError(f"{v('webhook_secret')} is required when {v('webhook_url')} is set")
         if self.webhook_secret and not self.webhook_url:
             raise ValueError(f"{v('webhook_url')} is required when {v('webhook_secret')} is set")
+        self._check_alertmanager_credentials()
         return self
+
+    def _check_alertmanager_credentials(self) -> None:
+        """Basic auth (both parts) or a token, never both, and never over plain http to
+        another host."""
+        v = self.variable
+        user, password, token = (
+            self.alertmanager_username,
+            self.alertmanager_password,
+            self.alertmanager_token,
+        )
+        if user and not password:
+            raise ValueError(
+                f"{v('alertmanager_password')} is required when {v('alertmanager_username')} is set"
+            )
+        if password and not user:
+            raise ValueError(
+                f"{v('alertmanager_username')} is required when {v('alertmanager_password')} is set"
+            )
+        if token and user:
+            raise ValueError(
+                f"{v('alertmanager_token')} and {v('alertmanager_username')}/"
+                f"{v('alertmanager_password')} exclude each other: pick bearer or basic auth"
+            )
+        given = [v(f) for f in ("alertmanager_password", "alertmanager_token") if getattr(self, f)]
+        if not given:
+            return
+        if not self.alertmanager_url:
+            raise ValueError(f"{v('alertmanager_url')} is required when {given[0]} is set")
+        try:
+            check_http_url(self.alertmanager_url, "Alertmanager")
+        except ValueError as exc:
+            raise ValueError(
+                f"{v('alertmanager_url')}: {exc} when {given[0]} is set: the credentials"
+                " would go out in clear text"
+            ) from None
 
     @property
     def email_port(self) -> int:

@@ -99,7 +99,8 @@ class WorkerSettings(DomainSettings):
     # How often alert windows are re-evaluated without a task event (resolves, backlog, offline).
     alert_eval_interval: float = Field(default=c.ALERT_EVAL_INTERVAL_S, gt=0)
     # Where alerts go: ALERT_SMTP_*, ALERT_SLACK_WEBHOOK_URL, ALERT_WEBHOOK_URL/SECRET,
-    # ALERT_CHANNEL_TIMEOUT (flat names, read by AlertVariables; see AlertChannelSettings).
+    # ALERT_ALERTMANAGER_*, ALERT_CHANNEL_TIMEOUT (flat names, read by AlertVariables; see
+    # AlertChannelSettings).
     alert_channels: AlertChannelSettings = Field(default_factory=AlertChannelSettings)
     scheduler_enabled: bool = True
     # Beat: the lock's time to live. A standby beat takes over at most this long (plus one of

@@ -9,7 +9,8 @@ a loopback host). Every error shows the URL masked (see masking.py).
 from __future__ import annotations
 
 import ipaddress
-from urllib.parse import urlsplit
+from collections.abc import Callable
+from urllib.parse import SplitResult, urlsplit
 
 from personal_assistant.workers.config.masking import mask_endpoint, mask_url
 
@@ -72,24 +73,35 @@ def is_loopback_host(host: str) -> bool:
         return False
 
 
-def check_http_url(url: str, what: str) -> str:
-    """An https URL (http to loopback only) with a host and nothing that could break the
-    request line; the ValueError shows the URL masked (an alert body names failing tasks and
-    their errors, and a Slack URL is itself a credential)."""
+def split_http_url(
+    url: object, what: str, shown: str, scheme_rule: Callable[[str], str]
+) -> SplitResult:
+    """The parts of an http(s) URL with a host and nothing that could break the request line,
+    or ValueError naming ``what`` and showing the URL as ``shown`` (masked by the caller);
+    ``scheme_rule(scheme)`` ends the message for another scheme."""
     if not isinstance(url, str) or not url:
         raise ValueError(f"{what}: no URL given")
     if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in url):
-        raise ValueError(f"{what}: URL {mask_endpoint(url)} contains whitespace or controls")
+        raise ValueError(f"{what}: URL {shown} contains whitespace or controls")
     try:
         parts = urlsplit(url)
         _ = parts.port
     except ValueError:
-        raise ValueError(f"{what}: unparseable URL {mask_endpoint(url)}") from None
+        raise ValueError(f"{what}: unparseable URL {shown}") from None
     if parts.scheme not in {"http", "https"}:
-        raise ValueError(f"{what}: URL must be https (got {parts.scheme or 'none'!r})")
+        raise ValueError(f"{what}: URL {scheme_rule(parts.scheme or 'none')}")
     if not parts.hostname:
-        raise ValueError(f"{what}: URL {mask_endpoint(url)} has no host")
-    if parts.scheme == "http" and not is_loopback_host(parts.hostname):
+        raise ValueError(f"{what}: URL {shown} has no host")
+    return parts
+
+
+def check_http_url(url: str, what: str) -> str:
+    """An https URL (http to loopback only) with a host and nothing that could break the
+    request line; the ValueError shows the URL masked (an alert body names failing tasks and
+    their errors, and a Slack URL is itself a credential)."""
+    shown = mask_endpoint(url) if isinstance(url, str) else repr(url)
+    parts = split_http_url(url, what, shown, lambda scheme: f"must be https (got {scheme!r})")
+    if parts.scheme == "http" and not is_loopback_host(parts.hostname or ""):
         raise ValueError(
             f"{what}: URL {mask_endpoint(url)} must be https (plain http only to a loopback host)"
         )

@@ -3,13 +3,14 @@
 The settings (``WorkerSettings.alert_channels``, read from the ``ALERT_*`` variables of the
 environment and ``.env``; config/alert_channels.py lists them) are checked when they load, so a
 channel configured in part or unsafely (an SMTP login without TLS, a plain-http webhook, a
-short webhook secret) has already stopped start-up with one line naming the variable: here the
-channels are only built. Secrets leave their ``SecretStr`` only to be handed to the channel
-that uses them.
+short webhook secret, Alertmanager credentials over plain http) has already stopped start-up
+with one line naming the variable: here the channels are only built. Secrets leave their
+``SecretStr`` only to be handed to the channel that uses them.
 """
 
 from __future__ import annotations
 
+from personal_assistant.workers.alerting.channels.alertmanager import AlertmanagerChannel
 from personal_assistant.workers.alerting.channels.base import Channel
 from personal_assistant.workers.alerting.channels.email import EmailChannel
 from personal_assistant.workers.alerting.channels.webhooks import (
@@ -23,8 +24,8 @@ __all__ = ["channels_from_settings"]
 
 
 def channels_from_settings(settings: AlertChannelSettings) -> dict[str, Channel]:
-    """The configured channels by name: ``log`` always; ``email``, ``slack``, ``webhook`` when
-    their variables are set."""
+    """The configured channels by name: ``log`` always; ``email``, ``slack``, ``webhook`` and
+    ``alertmanager`` when their variables are set."""
     timeout = settings.channel_timeout
     channels: dict[str, Channel] = {"log": LogChannel()}
     # The settings hold a whole SMTP configuration or none of it: host, sender and recipients
@@ -47,5 +48,15 @@ def channels_from_settings(settings: AlertChannelSettings) -> dict[str, Channel]
     if settings.webhook_url and settings.webhook_secret:
         channels["webhook"] = WebhookChannel(
             settings.webhook_url, settings.webhook_secret.get_secret_value(), timeout=timeout
+        )
+    if settings.alertmanager_url:
+        password, token = settings.alertmanager_password, settings.alertmanager_token
+        channels["alertmanager"] = AlertmanagerChannel(
+            settings.alertmanager_url,
+            username=settings.alertmanager_username,
+            password=password.get_secret_value() if password else None,
+            token=token.get_secret_value() if token else None,
+            timeout=timeout,
+            resolve_timeout=settings.alertmanager_resolve_timeout,
         )
     return channels

@@ -6,7 +6,9 @@ webhook channels and the webhook signature helpers, and is the import path of th
 channel API: it re-exports the notification and protocol (``alert_notification``), the e-mail
 channel (``alert_email``) and :class:`ChannelDispatcher`, which sends one notification to
 several channels without ever making the caller wait (``alert_dispatch``). The channels of a
-process are built from its settings by ``alerting.channels.config.channels_from_settings``.
+process are built from its settings by ``alerting.channels.config.channels_from_settings``. The
+Alertmanager channel (``alertmanager.py``) sends with this module's :func:`_post`, so it
+imports this module and is not re-exported here.
 
 Secrets stay secret: SMTP passwords and webhook secrets are never logged nor shown in ``repr``
 or errors, and webhook URLs (Slack's carry their token in the path) are shown as scheme and host
