@@ -11,6 +11,7 @@ import redis
 
 from personal_assistant.workers import constants as c
 from personal_assistant.workers.celery_app import WorkerApp
+from personal_assistant.workers.metrics.domain_counters import read_domain_counts
 from personal_assistant.workers.schedulers.dependency_scheduler import (
     submit_workflow,
     workflow_status,
@@ -125,8 +126,9 @@ def test_a_failing_branch_skips_or_runs_its_dependents_by_their_rules(
     assert status["state"] == "completed"
 
 
-def test_a_failed_leaf_fails_the_workflow(
+def test_a_failed_leaf_fails_the_workflow_and_its_end_is_counted_once(
     producer_app: WorkerApp,
+    redis_client: redis.Redis,
     start_worker: Callable[..., WorkerProcess],
 ) -> None:
     start_worker([c.MAINTENANCE_QUEUE])
@@ -143,6 +145,8 @@ def test_a_failed_leaf_fails_the_workflow(
     status = finished(producer_app, workflow_id)
     assert status["state"] == "failed"
     assert status["tasks"]["c"]["status"] == "upstream_failed"
+    # pa_workflows_ended_total{state="failed"}, counted in the transaction that ended it.
+    assert read_domain_counts(redis_client) == {("pa_workflows_ended", "failed"): 1}
 
 
 # Eight races of 500 upstreams ending on four processes (4,000 tasks, about 35 s here): each

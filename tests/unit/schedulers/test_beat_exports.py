@@ -74,3 +74,16 @@ def test_a_node_name_loses_only_a_leading_celery_prefix() -> None:
     assert exporter_hostname("celery@web-1") == "web-1"
     assert exporter_hostname("local@web-1") == "local@web-1"
     assert exporter_hostname("web-celery@1") == "web-celery@1"
+
+
+def test_the_holder_exports_running_workflows_and_waiting_dead_letters(
+    two_beats: list[tuple[EnhancedScheduler, int]], redis_client: redis.Redis
+) -> None:
+    (_, holder_port), _ = two_beats
+    redis_client.sadd("pa:wf:open", "w1", "w2")
+    redis_client.zadd("pa:dlq:index", {"d1": 1.0})
+
+    scraped = scrape(holder_port)
+
+    assert scraped["pa_workflows_running"] == [({}, 2.0)]
+    assert scraped["pa_dead_letters"] == [({}, 1.0)]

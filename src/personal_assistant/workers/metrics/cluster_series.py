@@ -26,6 +26,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from personal_assistant.workers import constants as c
+from personal_assistant.workers import keys
 from personal_assistant.workers.metrics.domain_counters import DomainCollector
 from personal_assistant.workers.metrics.recorder import QueueLengthCollector
 from personal_assistant.workers.metrics.sent_counter import SentCollector
@@ -85,6 +86,31 @@ class BeatTickCollector(Collector):
         yield family
 
 
+class BacklogCollector(Collector):
+    """``pa_workflows_running`` (workflows not yet ended) and ``pa_dead_letters`` (entries in
+    the dead-letter queue), read at scrape time in one round trip."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._client = client
+
+    def collect(self) -> Iterator[Metric]:
+        """Both gauges; none when Redis cannot be read (a gap, not a false zero)."""
+        running = GaugeMetricFamily("pa_workflows_running", "Workflows submitted and not ended")
+        dead = GaugeMetricFamily("pa_dead_letters", "Entries in the dead-letter queue")
+        try:
+            with self._client.pipeline(transaction=False) as pipe:
+                pipe.scard(keys.WORKFLOWS_OPEN_KEY)
+                pipe.zcard(keys.DLQ_INDEX_KEY)
+                open_count, dlq_count = pipe.execute()
+        except redis.RedisError:
+            logger.warning("workflow and dead-letter counts unavailable", exc_info=True)
+        else:
+            running.add_metric([], float(open_count))
+            dead.add_metric([], float(dlq_count))
+        yield running
+        yield dead
+
+
 def cluster_collectors(client: redis.Redis, *, down_after: float) -> list[Collector]:
     """The collectors of every cluster-wide series, reading the broker's Redis at scrape time."""
     return [
@@ -93,4 +119,5 @@ def cluster_collectors(client: redis.Redis, *, down_after: float) -> list[Collec
         SentCollector(client),
         DomainCollector(client),
         BeatTickCollector(BeatLiveness(client)),
+        BacklogCollector(client),
     ]

@@ -18,7 +18,11 @@ from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from personal_assistant.workers import keys
-from personal_assistant.workers.metrics.domain_series import DOMAIN_FAMILIES, DomainFamily
+from personal_assistant.workers.metrics.domain_series import (
+    DOMAIN_FAMILIES,
+    DomainFamily,
+    domain_field,
+)
 from personal_assistant.workers.metrics.hash_counter import FLUSH_EVERY_S, RedisHashCounter
 from personal_assistant.workers.redis_clients import client_for
 
@@ -37,10 +41,9 @@ class DomainCounters(RedisHashCounter):
 
     def count(self, family: DomainFamily, *labels: str, amount: int = 1) -> None:
         """Add ``amount`` to ``family`` with these label values (in the family's order)."""
-        if len(labels) != len(family.labels):
-            raise ValueError(f"{family.name} takes labels {family.labels}, got {labels}")
+        field = domain_field(family, *labels)
         if amount:
-            self.add(json.dumps([family.name, *labels]), amount)
+            self.add(field, amount)
 
 
 def read_domain_counts(client: redis.Redis) -> dict[tuple[str, ...], int]:

@@ -1,13 +1,15 @@
 """The domain counters: what the e-mail, calendar and AI tasks did, beside the task metrics.
 
 Pure: names, help texts and label names only. Tasks count through ``app.domain_metrics``
-(domain_counters.py); every worker's ``/metrics`` exports the cluster-wide totals. The names
+(domain_counters.py), a workflow's end in the same transaction that ends it; beat's
+``/metrics`` exports the cluster-wide totals (metrics/cluster_series.py). The names
 follow Prometheus's conventions: a ``pa_`` prefix for this package's own series (the
 ``celery_*`` names are the popular exporter's), ``_total`` added on exposition.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 
@@ -50,6 +52,19 @@ AI_TOKENS = DomainFamily(
 AI_RATE_LIMITED = DomainFamily(
     "pa_ai_rate_limited", "429 replies of the chat-completions API", ("model",)
 )
+WORKFLOWS_ENDED = DomainFamily(
+    "pa_workflows_ended",
+    "Workflows ended, by state (completed, failed, cancelled, timed_out)",
+    ("state",),
+)
+
+
+def domain_field(family: DomainFamily, *labels: str) -> str:
+    """The Redis hash field counting ``family`` with these label values."""
+    if len(labels) != len(family.labels):
+        raise ValueError(f"{family.name} takes labels {family.labels}, got {labels}")
+    return json.dumps([family.name, *labels])
+
 
 DOMAIN_FAMILIES: dict[str, DomainFamily] = {
     family.name: family
@@ -63,5 +78,6 @@ DOMAIN_FAMILIES: dict[str, DomainFamily] = {
         AI_REQUESTS,
         AI_TOKENS,
         AI_RATE_LIMITED,
+        WORKFLOWS_ENDED,
     )
 }

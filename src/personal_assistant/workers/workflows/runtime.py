@@ -31,6 +31,7 @@ import redis
 
 from personal_assistant.workers import keys
 from personal_assistant.workers.config import is_redis_url, state_redis_url
+from personal_assistant.workers.metrics.domain_series import WORKFLOWS_ENDED, domain_field
 from personal_assistant.workers.redis_clients import client_for
 from personal_assistant.workers.workflows import commit as workflow_commit
 from personal_assistant.workers.workflows import outbox, store
@@ -273,6 +274,8 @@ def _end(client: redis.Redis, workflow_id: str, definition: WorkflowDefinition, 
             mapping={"state": json.dumps(state), "ended_at": json.dumps(time.time())},
         )
         pipe.srem(keys.WORKFLOWS_OPEN_KEY, workflow_id)
+        # Counted here, in the one transaction that sees the end: once per workflow, exactly.
+        pipe.hincrby(keys.METRICS_DOMAIN_KEY, domain_field(WORKFLOWS_ENDED, state), 1)
         for key in (
             keys.workflow_definition_key(workflow_id),
             keys.workflow_meta_key(workflow_id),
