@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 APP := personal_assistant.workers.celery_app
 
-.PHONY: run test lint compose-check bench deps system-deps clean
+.PHONY: run test lint compose-check bench deps run-deps system-deps clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,9 +35,16 @@ system-deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 
+## run-deps: what `make run` itself needs: redis-server (for its private Redis), if missing; not
+## the test and deployment tools system-deps installs
+run-deps:
+	@command -v redis-server >/dev/null || { echo "installing redis-server (apt)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	  --no-install-recommends redis-server >/dev/null; }
+
 ## run: one worker on all five queues with embedded beat, against CELERY_BROKER_URL
 ## (starts a private Redis under var/ when no broker answers there)
-run: deps system-deps
+run: deps run-deps
 	$(BIN)/python -m personal_assistant.workers.cli.run_local
 
 ## test: unit and integration tests (they start their own Redis and PostgreSQL on free ports),
