@@ -145,7 +145,9 @@ def test_rules_use_the_exported_metrics_and_carry_severity_and_annotations() -> 
 
 
 def test_worker_down_aggregates_by_hostname() -> None:
-    """Every worker exports every worker's state: a per-target `== 0` would page N times."""
+    """Worker states come from the beat holding the lock, and briefly from two beats during a
+    handover (or from every worker, in releases before this one): a per-target `== 0` would
+    page once per exporter."""
     (rule,) = [r for r in rules() if r.get("alert") == "CeleryWorkerDown"]
     assert re.sub(r"\s+", " ", rule["expr"]).strip() == "max by (hostname) (celery_worker_up) == 0"
     assert rule["for"] == "2m"
