@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 APP := personal_assistant.workers.celery_app
 
-.PHONY: run test lint compose-check bench deps run-deps system-deps clean
+.PHONY: run stack test lint compose-check bench deps run-deps system-deps clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,11 @@ run-deps:
 ## (starts a private Redis under var/ when no broker answers there)
 run: deps run-deps
 	$(BIN)/python -m personal_assistant.workers.cli.run_local
+
+## stack: the compose topology as local processes (a worker per queue, beat, Redis, Prometheus);
+## ARGS="--scale email_worker=3 --prometheus-interval 1s" (tools/local_stack.py --help)
+stack: deps system-deps
+	$(BIN)/python tools/local_stack.py $(ARGS)
 
 ## test: unit and integration tests (they start their own Redis and PostgreSQL on free ports),
 ## two test processes side by side: most integration tests wait on worker processes, so two
