@@ -279,6 +279,11 @@ def test_the_local_stack_reports_the_truth_to_prometheus_and_a_killed_worker_fir
     # A retry is a new message: its run may finish after the first attempt's result is read,
     # and sends reach Redis within a second: wait for the last of them.
     wait_for(lambda: grew() == expected, timeout=20, interval=0.5)
+    # The requeue is counted when the pool notices its dead child; let its series be scraped a
+    # few times before a replica is killed below (it may be the one that counted it, and a
+    # series with one sample has no rate()).
+    requeued = 'max(count_over_time(celery_task_rejected_total{reason="requeued"}[1m]))'
+    wait_for(lambda: (value(stack, requeued) or 0) >= 3, timeout=20, interval=0.5)
     # The work was shared: more than one email replica ran tests.step.
     by_host = query(stack, 'celery_task_succeeded_total{name="tests.step"} > 0')
     assert len({s["metric"]["hostname"] for s in by_host}) >= 2

@@ -14,11 +14,13 @@ processes that read then write cannot deadlock, and a claim (select + update) is
 from __future__ import annotations
 
 import os
+import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
@@ -60,17 +62,38 @@ def _sqlite_file(url: str) -> Path | None:
     return Path(database)
 
 
+# How often a connection tries again to switch a new database to WAL while another holds it.
+_WAL_RETRY_S: Final = 0.05
+
+
+def _use_wal(cursor: Any) -> None:
+    """Put the database in WAL mode (persistent: only a new database changes). Switching takes
+    an exclusive lock, and SQLite answers "database is locked" to it at once, busy timeout or
+    not, when another connection holds one: two processes opening a fresh store together (two
+    workers of a new deployment, two `db upgrade`s) meet that. So: try again until the busy
+    timeout, as any other statement waits."""
+    deadline = time.monotonic() + c.SQLITE_BUSY_TIMEOUT_S
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(_WAL_RETRY_S)
+
+
 def _configure_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # pysqlite's own transaction handling would BEGIN (deferred) lazily; ours begins below.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={int(c.SQLITE_BUSY_TIMEOUT_S * 1000)}")
+        _use_wal(cursor)
         # WAL + NORMAL: a commit is durable once checkpointed, never corrupt; no fsync per commit.
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute(f"PRAGMA busy_timeout={int(c.SQLITE_BUSY_TIMEOUT_S * 1000)}")
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -89,7 +112,8 @@ def engine_for(url: str) -> Engine:
             path = _sqlite_file(real)
             if path is not None:
                 path.parent.mkdir(parents=True, exist_ok=True)
-            engine = create_engine(real)
+            # pysqlite's own wait for a lock, for the statements before the PRAGMA above runs.
+            engine = create_engine(real, connect_args={"timeout": c.SQLITE_BUSY_TIMEOUT_S})
             _configure_sqlite(engine)
         else:
             # pre_ping: a connection PostgreSQL dropped (a restart, an idle timeout) is replaced
