@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,6 +22,12 @@ from tests.support.certificates import Certificate, make_certificate
 from tests.support.postgres_server import PostgresNotInstalled, PostgresServer
 from tests.support.redis_server import RedisServer, free_port
 from tests.support.worker import WorkerProcess
+
+# tools/ holds scripts (compose_check, promql_check, stack_config, local_stack), not a package:
+# the tests of those import them by name.
+TOOLS = Path(__file__).resolve().parents[1] / "tools"
+if str(TOOLS) not in sys.path:
+    sys.path.insert(0, str(TOOLS))
 
 
 @pytest.fixture(scope="session")

@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import yaml
+from compose_check import read_env_file as parse_env_text
 
 from personal_assistant.workers.config.production import PLACEHOLDER_SECRETS
 
@@ -46,14 +47,8 @@ def interpolate(value: str, variables: Mapping[str, str]) -> str:
 
 
 def read_env_file(path: Path) -> dict[str, str]:
-    """``NAME=value`` lines of an env file (compose's format: no comment after a value)."""
-    values: dict[str, str] = {}
-    for raw in path.read_text().splitlines():
-        line = raw.strip()
-        if line and not line.startswith("#") and "=" in line:
-            name, value = line.split("=", 1)
-            values[name.strip()] = value.strip()
-    return values
+    """``NAME=value`` lines of an env file, read as compose_check reads them."""
+    return parse_env_text(path.read_text())
 
 
 def load_compose(path: Path) -> dict[str, Any]:

@@ -30,7 +30,6 @@ Choices, each to keep the run under a minute and a half on two cores:
 from __future__ import annotations
 
 import json
-import sys
 import time
 import urllib.parse
 import urllib.request
@@ -44,6 +43,9 @@ import pytest
 import redis
 import yaml
 from celery.result import AsyncResult
+from local_stack import Stack
+from promql_check import dashboard_expressions
+from stack_config import ROOT
 
 from personal_assistant.workers.celery_app import WorkerApp, create_app
 from personal_assistant.workers.config import load_settings
@@ -52,14 +54,6 @@ from personal_assistant.workers.metrics.domain_counters import DomainCounters
 from personal_assistant.workers.schedulers.dependency_scheduler import submit_workflow
 from tests.support.waiting import wait_for
 from tests.support.workflow_steps import finished, step
-
-TOOLS = Path(__file__).resolve().parents[2] / "tools"
-if str(TOOLS) not in sys.path:
-    sys.path.insert(0, str(TOOLS))  # tools/ holds scripts, not a package
-
-from local_stack import Stack  # noqa: E402
-from promql_check import dashboard_expressions  # noqa: E402
-from stack_config import ROOT  # noqa: E402
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(150)]
 

@@ -56,4 +56,4 @@ def test_the_worker_down_inhibition_needs_a_hostname_on_its_source() -> None:
     # CeleryWorkerDown with no hostname would silence every host-less alert.
     text = CONFIG.read_text()
     (block,) = [b for b in text.split("- source_matchers:") if "CeleryWorkerDown" in b[:80]]
-    assert "hostname=~\\\".+\\\"" in block or 'hostname=~".+"' in block
+    assert 'hostname=~\\".+\\"' in block or 'hostname=~".+"' in block

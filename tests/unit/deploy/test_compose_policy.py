@@ -13,19 +13,12 @@ from __future__ import annotations
 import copy
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-
-ROOT = Path(__file__).resolve().parents[3]
-TOOLS = ROOT / "tools"
-if str(TOOLS) not in sys.path:
-    sys.path.insert(0, str(TOOLS))  # tools/ holds scripts, not a package
-
-from compose_check import (  # noqa: E402
+from compose_check import (
     check_build_targets,
     check_compose,
     check_env_files,
@@ -33,7 +26,9 @@ from compose_check import (  # noqa: E402
     main,
 )
 
-from personal_assistant.workers import constants as c  # noqa: E402
+from personal_assistant.workers import constants as c
+
+ROOT = Path(__file__).resolve().parents[3]
 
 DOCKER = ROOT / "docker"
 COMPOSE = DOCKER / "docker-compose.prod.yml"

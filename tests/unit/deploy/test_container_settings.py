@@ -7,28 +7,23 @@ passwords refused by production and real ones accepted."""
 from __future__ import annotations
 
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from compose_check import environment_of, read_env_file
 
-ROOT = Path(__file__).resolve().parents[3]
-TOOLS = ROOT / "tools"
-if str(TOOLS) not in sys.path:
-    sys.path.insert(0, str(TOOLS))  # tools/ holds scripts, not a package
-
-from compose_check import environment_of, read_env_file  # noqa: E402
-
-from personal_assistant.workers import constants as c  # noqa: E402
-from personal_assistant.workers.config import (  # noqa: E402
+from personal_assistant.workers import constants as c
+from personal_assistant.workers.config import (
     AlertChannelSettings,
     ConfigError,
     WorkerSettings,
     get_settings,
 )
-from personal_assistant.workers.config.production import PLACEHOLDER_SECRETS  # noqa: E402
+from personal_assistant.workers.config.production import PLACEHOLDER_SECRETS
+
+ROOT = Path(__file__).resolve().parents[3]
 
 DOCKER = ROOT / "docker"
 COMPOSE_TEXT = (DOCKER / "docker-compose.prod.yml").read_text(encoding="utf-8")

@@ -6,19 +6,14 @@ caught with a line naming it. The build context holds only what the wheel is bui
 from __future__ import annotations
 
 import re
-import sys
 import tomllib
 from pathlib import Path
 
 import pytest
 import yaml
+from compose_check import check_dockerfile, dockerfile_stages
 
 ROOT = Path(__file__).resolve().parents[3]
-TOOLS = ROOT / "tools"
-if str(TOOLS) not in sys.path:
-    sys.path.insert(0, str(TOOLS))  # tools/ holds scripts, not a package
-
-from compose_check import check_dockerfile, dockerfile_stages  # noqa: E402
 
 DOCKERFILE = ROOT / "docker" / "Dockerfile"
 TEXT = DOCKERFILE.read_text(encoding="utf-8")

@@ -15,13 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[3]
-TOOL = ROOT / "tools" / "promql_check.py"
-if str(TOOL.parent) not in sys.path:
-    sys.path.insert(0, str(TOOL.parent))  # tools/ holds scripts, not a package
-
-from promql_check import (  # noqa: E402
+from promql_check import (
     Expression,
     dashboard_expressions,
     load_exported,
@@ -31,6 +25,9 @@ from promql_check import (  # noqa: E402
     rule_expressions,
     to_promql,
 )
+
+ROOT = Path(__file__).resolve().parents[3]
+TOOL = ROOT / "tools" / "promql_check.py"
 
 
 def promtool() -> str:

@@ -4,18 +4,12 @@ only the targets (and rule paths) change; the services' environment is compose's
 from __future__ import annotations
 
 import copy
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-
-TOOLS = Path(__file__).resolve().parents[3] / "tools"
-if str(TOOLS) not in sys.path:
-    sys.path.insert(0, str(TOOLS))  # tools/ holds scripts, not a package
-
-from stack_config import (  # noqa: E402
+from stack_config import (
     DOCKER,
     adapt_prometheus_config,
     interpolate,

@@ -143,7 +143,7 @@ def _started(n: Notification) -> float:
         try:
             return datetime.fromisoformat(started).timestamp()
         except ValueError:
-            pass
+            return n.timestamp  # an unreadable start: the notification's own time will do
     return n.timestamp
 
 
