@@ -108,13 +108,20 @@ def ping_dues(client: redis.Redis) -> list[float]:
     return sorted(run.due for run in sent_runs(client) if run.entry == "ping")
 
 
-def test_two_beats_send_the_one_second_entry_exactly_once_per_second(
-    redis_url: str, redis_client: redis.Redis, tmp_path: Path, beats: list[Beat]
+def two_beats_sending(
+    redis_url: str, redis_client: redis.Redis, tmp_path: Path, beats: list[Beat], runs: int
 ) -> None:
+    """The 1-second entry, two beats started, and ``runs`` of its runs sent."""
     every_second_entry(redis_client)
     start(beats, redis_url, tmp_path)
     start(beats, redis_url, tmp_path)
-    wait_for(lambda: len(ping_dues(redis_client)) >= 1, timeout=30)
+    wait_for(lambda: len(ping_dues(redis_client)) >= runs, timeout=30)
+
+
+def test_two_beats_send_the_one_second_entry_exactly_once_per_second(
+    redis_url: str, redis_client: redis.Redis, tmp_path: Path, beats: list[Beat]
+) -> None:
+    two_beats_sending(redis_url, redis_client, tmp_path, beats, runs=1)
     first = ping_dues(redis_client)[0]
 
     time.sleep(8)
@@ -127,10 +134,7 @@ def test_two_beats_send_the_one_second_entry_exactly_once_per_second(
 def test_killing_the_active_beat_hands_over_within_the_lock_timeout_without_a_double_send(
     redis_url: str, redis_client: redis.Redis, tmp_path: Path, beats: list[Beat]
 ) -> None:
-    every_second_entry(redis_client)
-    start(beats, redis_url, tmp_path)
-    start(beats, redis_url, tmp_path)
-    wait_for(lambda: len(ping_dues(redis_client)) >= 2, timeout=30)
+    two_beats_sending(redis_url, redis_client, tmp_path, beats, runs=2)
     active = next(beat for beat in beats if beat.pid == holder_pid(redis_client))
 
     active.stop(signal.SIGKILL)

@@ -51,7 +51,7 @@ from personal_assistant.workers.schedulers.beat_state import (
     PlannedEntry,
     TickView,
 )
-from personal_assistant.workers.schedulers.beat_timing import next_time, plan, send_at
+from personal_assistant.workers.schedulers.beat_timing import first_time, next_time, plan, send_at
 from personal_assistant.workers.schedulers.entry_store import EntryStore
 from personal_assistant.workers.schedulers.run_claims import (
     Decision,
@@ -214,7 +214,7 @@ class EnhancedScheduler(Scheduler):  # type: ignore[misc]
     def _plan_entries(self, now: float) -> None:
         planned = []
         for entry in self.catalogue.enabled().values():
-            first = next_time(entry, now)
+            first = first_time(entry, now)
             planned.append(
                 PlannedEntry(entry.name, entry.fingerprint(), first, send_at(entry, first))
             )
