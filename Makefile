@@ -80,9 +80,12 @@ compose-check: deps system-deps
 	amtool check-config docker/monitoring/alertmanager.yml
 	$(BIN)/python tools/promql_check.py
 
-## bench: benchmarks against the anchors, measured in the same run
+## bench: every benchmark of tests/performance against its anchor, measured in the same run, with
+## a line per benchmark as it starts and ends; writes bench-report.md (figures, ratios, targets,
+## charts in docs/bench/) and keeps pytest's log in var/bench/bench.log; fails when a benchmark
+## failed or a target was missed; ARGS="-k beat" (or a file) runs some only
 bench: deps system-deps
-	$(BIN)/pytest tests/performance -s
+	$(BIN)/python tools/bench.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

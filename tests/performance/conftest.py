@@ -3,8 +3,11 @@ measured in the same run (``../shared/anchors``), since absolute times on this m
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pytest
@@ -39,6 +42,53 @@ def run_anchor(script: Path, *args: str, timeout: float = 600) -> str:
 def report(line: str) -> None:
     """Print a result line for the bench log (pytest -s shows it)."""
     print(f"\nBENCH {line}")
+
+
+# Where record() appends its figures, one JSON object a line: tools/bench.py (``make bench``)
+# sets it and writes bench-report.md from the file; a benchmark run by plain pytest prints only.
+RESULTS_ENV = "PA_BENCH_RESULTS"
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One measured figure of a benchmark, beside its anchor measured in the same run.
+
+    ``ratio`` is ours over the anchor in the direction the target reads (throughput: ours /
+    anchor, higher is better; time or memory: ours / anchor, lower is better); ``target`` says
+    which (">= 0.97x", "<= 1.0x", "<= 5 MB"), and ``met`` whether this run meets it (None: a
+    figure for the record, with no target). ``series`` holds points for a plot: a name per
+    line and its (x, y) pairs, e.g. {"ours": [[1, 640], [2, 1010]], "plain Celery": [...]}.
+    """
+
+    benchmark: str
+    measure: str
+    ours: float
+    unit: str
+    anchor: float | None = None
+    anchor_name: str = ""
+    ratio: float | None = None
+    target: str = ""
+    met: bool | None = None
+    detail: str = ""
+    series: dict[str, list[list[float]]] = field(default_factory=dict)
+    x_label: str = ""
+
+
+def record(figure: Figure) -> Figure:
+    """Print ``figure`` for the bench log and, under ``make bench``, append it to the results
+    file the report is written from. Returns it, so a test can assert on it afterwards."""
+    ratio = f" = {figure.ratio:.3f}x" if figure.ratio is not None else ""
+    anchor = f" vs {figure.anchor_name} {figure.anchor:g}" if figure.anchor is not None else ""
+    verdict = "" if figure.met is None else (" (met)" if figure.met else " (NOT met)")
+    report(
+        f"{figure.benchmark}: {figure.measure}: {figure.ours:g} {figure.unit}{anchor}{ratio}"
+        f" target {figure.target or '-'}{verdict}; {figure.detail}"
+    )
+    path = os.environ.get(RESULTS_ENV)
+    if path:
+        with open(path, "a", encoding="utf-8") as out:
+            out.write(json.dumps(asdict(figure)) + "\n")
+    return figure
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -21,7 +21,7 @@ from celery import chain as celery_chain
 from personal_assistant.workers import constants as c
 from personal_assistant.workers.celery_app import WorkerApp
 from personal_assistant.workers.workflows.runtime import celery_task_id, submit_workflow
-from tests.performance.conftest import report, run_anchor
+from tests.performance.conftest import Figure, record, run_anchor
 from tests.support.redis_server import RedisServer
 from tests.support.worker import WorkerProcess
 
@@ -83,13 +83,46 @@ def test_a_dependency_hop_adds_no_more_latency_than_a_celery_chain_hop(
         theirs.append(hop_ms(lambda n: chain_once(producer_app, n)))
     our_hop = statistics.median(h for _, _, h in ours)
     chain_hop = statistics.median(h for _, _, h in theirs)
+    record(
+        Figure(
+            benchmark="hop latency",
+            measure="latency a dependency hop adds",
+            ours=our_hop,
+            unit="ms",
+            anchor=chain_hop,
+            anchor_name="Celery chain hop, same worker",
+            # A hop is a difference of medians: noise can make it zero or negative.
+            ratio=our_hop / chain_hop if chain_hop > 0 else None,
+            target="<= 1.0x",
+            met=our_hop <= chain_hop,
+            detail=(
+                f"same Redis and worker, medians of {ROUNDS} alternating rounds: workflow hop "
+                f"{our_hop:.2f} ms (single/chain5/hop ms per round "
+                f"{[tuple(round(v, 2) for v in r) for r in ours]}), Celery chain hop "
+                f"{chain_hop:.2f} ms ({[tuple(round(v, 2) for v in r) for r in theirs]})"
+            ),
+            series={
+                "workflow hop": [[i + 1, h] for i, (_, _, h) in enumerate(ours)],
+                "Celery chain hop": [[i + 1, h] for i, (_, _, h) in enumerate(theirs)],
+            },
+            x_label="round",
+        )
+    )
     anchor_url = redis_server.url.rsplit("/", 1)[0] + "/1"
     line = run_anchor(anchors / "chain_anchor.py", anchor_url, str(REPS))
     match = re.search(r"hop (-?[\d.]+) ms", line.splitlines()[-1])
-    assert match, line
-    report(
-        f"hop latency, same Redis and worker: workflow hop {our_hop:.2f} ms "
-        f"(single/chain5 {ours}), Celery chain hop {chain_hop:.2f} ms (single/chain5 {theirs}); "
-        f"bare-Celery anchor: {line.splitlines()[-1]}"
+    anchor_hop = float(match.group(1)) if match else None
+    record(
+        Figure(
+            benchmark="hop latency",
+            measure="latency a dependency hop adds, vs the anchor script",
+            ours=our_hop,
+            unit="ms",
+            anchor=anchor_hop,
+            anchor_name="bare Celery chain hop, chain_anchor.py",
+            ratio=our_hop / anchor_hop if anchor_hop and anchor_hop > 0 else None,
+            detail=f"chain_anchor.py (its own app and worker): {line.splitlines()[-1]}",
+        )
     )
+    assert match, line
     assert our_hop <= chain_hop

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import psutil
 
 from personal_assistant.workers.metrics.collector import FINISHED_WINDOW, MetricsCollector
-from tests.performance.conftest import report
+from tests.performance.conftest import Figure, record
 
 N = 1_000_000
 WARMUP = 10_000
@@ -141,10 +141,19 @@ def test_metrics_memory_stays_flat_over_a_million_tasks() -> None:
     summary = collector.get_performance_summary()
     assert sum(s["count"] for s in summary.values()) == N
     assert len(collector.metrics) == FINISHED_WINDOW
-    report(
-        f"metrics memory n={N:,}: tracemalloc growth after {WARMUP:,}-task warm-up "
-        f"{growth / 1024:.1f} KiB ({growth / (N - WARMUP):.3f} B/task), traced peak "
-        f"{peak / MIB:.2f} MiB; target <= {TARGET_GROWTH / MIB:.0f} MiB"
+    record(
+        Figure(
+            benchmark="metrics memory",
+            measure=f"tracemalloc growth over {N:,} tasks",
+            ours=growth / MIB,
+            unit="MiB",
+            target=f"<= {TARGET_GROWTH / MIB:.0f} MiB",
+            met=growth <= TARGET_GROWTH,
+            detail=(
+                f"growth after a {WARMUP:,}-task warm-up {growth / 1024:.1f} KiB "
+                f"({growth / (N - WARMUP):.3f} B/task), traced peak {peak / MIB:.2f} MiB"
+            ),
+        )
     )
     assert growth <= TARGET_GROWTH
 
@@ -152,14 +161,38 @@ def test_metrics_memory_stays_flat_over_a_million_tasks() -> None:
 def test_metrics_per_call_cost_and_rss_growth() -> None:
     per_pair, rss_growth = timed_run(MetricsCollector(sample_resources=False), N)
     per_pair_res, rss_growth_res = timed_run(MetricsCollector(), N_RESOURCES)
-    report(
-        f"metrics cost n={N:,} sample_resources=False: {per_pair:.2f} us per start+end "
-        f"({per_pair / 2:.2f} us/call), RSS growth after warm-up {rss_growth / MIB:.2f} MiB"
+    record(
+        Figure(
+            benchmark="metrics memory",
+            measure=f"RSS growth over {N:,} tasks, no tracing",
+            ours=rss_growth / MIB,
+            unit="MiB",
+            target=f"<= {TARGET_GROWTH / MIB:.0f} MiB",
+            met=rss_growth <= TARGET_GROWTH,
+            detail=f"after a {WARMUP:,}-task warm-up, sample_resources=False",
+        )
     )
-    report(
-        f"metrics cost n={N_RESOURCES:,} sample_resources=True: {per_pair_res:.2f} us per "
-        f"start+end ({per_pair_res / 2:.2f} us/call, sampling {per_pair_res - per_pair:.2f} us "
-        f"per pair), RSS growth after warm-up {rss_growth_res / MIB:.2f} MiB"
+    record(
+        Figure(
+            benchmark="metrics memory",
+            measure="cost per start+end, no resource sampling",
+            ours=per_pair,
+            unit="us",
+            detail=f"n={N:,}: {per_pair / 2:.2f} us a call",
+        )
+    )
+    record(
+        Figure(
+            benchmark="metrics memory",
+            measure="cost per start+end, with CPU and RSS sampling",
+            ours=per_pair_res,
+            unit="us",
+            detail=(
+                f"n={N_RESOURCES:,}: {per_pair_res / 2:.2f} us a call, sampling "
+                f"{per_pair_res - per_pair:.2f} us per pair; RSS growth after warm-up "
+                f"{rss_growth_res / MIB:.2f} MiB"
+            ),
+        )
     )
     assert rss_growth <= TARGET_GROWTH
 
@@ -176,11 +209,31 @@ def test_seed_collector_grows_with_every_task_for_comparison() -> None:
         seed_rss.append(rss)
         ours_times.append(timed_run(MetricsCollector(sample_resources=False), N_SEED)[0])
     per_task = growth / (N_SEED - WARMUP)
-    report(
-        f"seed MetricsCollector n={N_SEED:,}: tracemalloc growth {growth / MIB:.1f} MiB = "
-        f"{per_task:.0f} B/task (a million tasks: ~{per_task * N / MIB:.0f} MiB; ours stays "
-        f"flat), RSS growth {statistics.median(seed_rss) / MIB:.1f} MiB; median of {ROUNDS} "
-        f"rounds {statistics.median(seed_times):.2f} us per start+end vs ours "
-        f"{statistics.median(ours_times):.2f} us (no sampling)"
+    record(
+        Figure(
+            benchmark="metrics memory",
+            measure="the seed collector's growth per task (the anchor keeps every task)",
+            ours=per_task,
+            unit="B/task",
+            target="> 100 B/task",
+            met=per_task > 100,
+            detail=(
+                f"seed MetricsCollector n={N_SEED:,}: tracemalloc growth {growth / MIB:.1f} MiB "
+                f"(a million tasks: ~{per_task * N / MIB:.0f} MiB; ours stays flat), RSS growth "
+                f"{statistics.median(seed_rss) / MIB:.1f} MiB"
+            ),
+        )
+    )
+    record(
+        Figure(
+            benchmark="metrics memory",
+            measure="cost per start+end, no resource sampling, vs the seed collector",
+            ours=statistics.median(ours_times),
+            unit="us",
+            anchor=statistics.median(seed_times),
+            anchor_name="seed MetricsCollector",
+            ratio=statistics.median(ours_times) / statistics.median(seed_times),
+            detail=f"median of {ROUNDS} alternating rounds of {N_SEED:,} tasks",
+        )
     )
     assert per_task > 100  # the anchor really does keep every task

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from personal_assistant.workers import constants as c
 from personal_assistant.workers.celery_app import WorkerApp
-from tests.performance.conftest import report
+from tests.performance.conftest import Figure, record
 from tests.support.side_by_side import side_by_side
 from tests.support.worker import WorkerProcess
 
@@ -38,10 +38,28 @@ def test_the_reliable_fetch_drains_at_least_95_percent_as_fast_as_brpop(
         brpop.append(rate_brpop)
     ratios = [a / b for a, b in zip(reliable, brpop, strict=True)]
     ratio = statistics.median(ratios)
-    report(
-        f"drain no-op, c=2, side by side: reliable fetch {statistics.median(reliable):.0f}/s "
-        f"({[round(x) for x in reliable]}), kombu BRPOP {statistics.median(brpop):.0f}/s "
-        f"({[round(x) for x in brpop]}); median of the rounds' ratios {ratio:.3f}x "
-        f"({[round(x, 3) for x in ratios]})"
+    record(
+        Figure(
+            benchmark="reliable fetch",
+            measure="drain rate, no-op tasks, c=2",
+            ours=statistics.median(reliable),
+            unit="tasks/s",
+            anchor=statistics.median(brpop),
+            anchor_name="kombu BRPOP, same worker",
+            ratio=ratio,
+            target=">= 0.95x",
+            met=ratio >= 0.95,
+            detail=(
+                f"side by side, {N} tasks a side and round: reliable fetch "
+                f"{statistics.median(reliable):.0f}/s ({[round(x) for x in reliable]}), kombu "
+                f"BRPOP {statistics.median(brpop):.0f}/s ({[round(x) for x in brpop]}); ratio: "
+                f"the median of the rounds' ratios ({[round(x, 3) for x in ratios]})"
+            ),
+            series={
+                "reliable fetch": [[i + 1, x] for i, x in enumerate(reliable)],
+                "kombu BRPOP": [[i + 1, x] for i, x in enumerate(brpop)],
+            },
+            x_label="round",
+        )
     )
     assert ratio >= 0.95

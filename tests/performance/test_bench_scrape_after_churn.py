@@ -16,7 +16,7 @@ import pytest
 
 from personal_assistant.workers import constants as c
 from personal_assistant.workers.celery_app import WorkerApp
-from tests.performance.conftest import report
+from tests.performance.conftest import Figure, record
 from tests.support.redis_server import free_port
 from tests.support.worker import WorkerProcess
 
@@ -58,10 +58,21 @@ def test_a_scrape_after_ten_thousand_child_restarts_takes_under_50_ms(
         for line in body.splitlines()
         if line.startswith("celery_task_succeeded_total{")
     )
-    assert succeeded == RESTARTS
     median_ms = statistics.median(times) * 1000
-    report(
-        f"scrape after {RESTARTS} child restarts ({churn:.0f} s of churn): median "
-        f"{median_ms:.1f} ms, max {max(times) * 1000:.1f} ms, {len(body)} bytes"
+    record(
+        Figure(
+            benchmark="scrape after churn",
+            measure=f"scrape time after {RESTARTS:,} child restarts (median of {len(times)})",
+            ours=median_ms,
+            unit="ms",
+            target="< 50 ms",
+            met=median_ms < 50,
+            detail=(
+                f"{churn:.0f} s of churn; median {median_ms:.1f} ms, max "
+                f"{max(times) * 1000:.1f} ms, {len(body)} bytes; tasks counted as succeeded: "
+                f"{succeeded:.0f} of {RESTARTS}"
+            ),
+        )
     )
+    assert succeeded == RESTARTS
     assert median_ms < 50

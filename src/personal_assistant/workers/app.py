@@ -14,6 +14,7 @@ from personal_assistant.workers.broker.safety import BrokerSafetyHook
 from personal_assistant.workers.config import WorkerSettings, get_settings, is_redis_url
 from personal_assistant.workers.hooks.default_priority import DefaultPriorityHook
 from personal_assistant.workers.hooks.mask_secrets import MaskSecretsHook
+from personal_assistant.workers.hooks.timer_heap import TimerHeapHook
 from personal_assistant.workers.hooks.worker_queue import WorkerQueueHook
 from personal_assistant.workers.metrics.hook import MetricsHook, PublishTimestampHook, SentCountHook
 from personal_assistant.workers.worker_app import WorkerApp
@@ -31,6 +32,7 @@ def create_app(settings: WorkerSettings | None = None) -> WorkerApp:
     app.hooks.add(MaskSecretsHook())
     app.hooks.add(DefaultPriorityHook())
     app.hooks.add(WorkerQueueHook(app.settings))
+    app.hooks.add(TimerHeapHook())
     app.workflow_hook = app.hooks.add(WorkflowHook(app))
     app.hooks.add(BrokerSafetyHook(app))
     if app.settings.metrics_enabled:

@@ -68,6 +68,12 @@ BROKER_MAX_MESSAGE_BYTES: Final = 4 * 1024 * 1024
 BROKER_RECONNECT_FIRST_S: Final = 0.5
 BROKER_RECONNECT_STEP_S: Final = 0.5
 BROKER_RECONNECT_MAX_S: Final = 5.0
+# An ack waits at most this long for the consumer's next fetch to carry it (one write and one
+# round trip for both: a no-op task's ack cost the main process a blocking round trip of its
+# own). Under load the next fetch follows in the same turn of the event loop, well within it;
+# idle, the timer sends the ack alone. Short, because an ack not yet sent is a message that
+# would run again if the worker died meanwhile.
+BROKER_ACK_DELAY_S: Final = 0.005
 # Redis 7: the fetch scripts declare ``allow-oom`` so a full server can still be drained.
 REDIS_MIN_VERSION: Final = (7, 0)
 

@@ -14,9 +14,11 @@ from functools import cached_property
 from typing import Any
 
 from celery import Celery
+from celery.app import backends
 
 from personal_assistant.workers.alerting.evaluator import STATE_CONDITIONS, Alerting
 from personal_assistant.workers.broker.request import REQUEST_PATH
+from personal_assistant.workers.broker.results import backend_class_for
 from personal_assistant.workers.celery_config import build_celery_config
 from personal_assistant.workers.config import WorkerSettings
 from personal_assistant.workers.hooks.registry import HookRegistry, publishing
@@ -96,6 +98,12 @@ class WorkerApp(Celery):  # type: ignore[misc]
         """The state rules' evaluator of this app in this process (built in the pool child
         that first runs ``evaluate_alerts``)."""
         return Alerting(self.settings, str(self.conf.broker_url), None, STATE_CONDITIONS)
+
+    def _get_backend(self) -> Any:
+        """Celery's backend for the configured URL; the plain Redis one stores each state in
+        one round trip (broker/results.py)."""
+        cls, url = backends.by_url(self.backend_cls or self.conf.result_backend, self.loader)
+        return backend_class_for(cls)(app=self, url=url)
 
     def _task_from_fun(
         self,

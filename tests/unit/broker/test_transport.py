@@ -6,7 +6,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, cast
 
@@ -19,52 +19,18 @@ from kombu.messaging import Consumer, Producer
 from personal_assistant.workers import keys
 from personal_assistant.workers.broker import transport
 from personal_assistant.workers.broker.priority import (
-    PRIORITY_STEPS,
     redis_bucket_for,
     redis_list_names,
 )
 from personal_assistant.workers.broker.transport import ReliableChannel, ReliableRedisTransport
 from tests.support.waiting import wait_for
+from tests.unit.broker.conftest import OPTIONS, Connect, close
 
 QUEUE = "unit_reliable"
 EXCHANGE = Exchange(QUEUE, type="direct")
 TASK_QUEUE = Queue(QUEUE, EXCHANGE, routing_key=QUEUE)
-OPTIONS: dict[str, Any] = {
-    "queue_order_strategy": "priority",
-    "priority_steps": PRIORITY_STEPS,
-    "visibility_timeout": 60,
-    "consumer_dead_after": 2,
-    "max_message_bytes": 4096,
-}
 # The test queue's Redis lists, one per priority, the first-served (priority 9) first.
 LISTS = redis_list_names(QUEUE)
-
-Connect = Callable[..., Any]
-
-
-def close(conn: Any) -> None:
-    """Release ``conn`` (once)."""
-    if not conn._closed:
-        conn.release()
-
-
-@pytest.fixture
-def connect(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Connect]:
-    """Open kombu connections on the reliable transport; all are closed after the test."""
-    # Consumers this process "lost" are remembered per process: start each test with none.
-    monkeypatch.setattr(transport, "_ABANDONED", set())
-    opened: list[Any] = []
-
-    def open_connection(**options: Any) -> Any:
-        conn = Connection(
-            redis_url, transport=ReliableRedisTransport, transport_options={**OPTIONS, **options}
-        )
-        opened.append(conn)
-        return conn
-
-    yield open_connection
-    for conn in opened:
-        close(conn)
 
 
 def publish(conn: Any, body: Any, priority: int = 0, *, task: bool = True) -> None:

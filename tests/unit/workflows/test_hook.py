@@ -21,13 +21,24 @@ if TYPE_CHECKING:
     from personal_assistant.workers.app import WorkerApp
 
 
-def workflow_task(celery_id: str = "celery-1", **headers: Any) -> Any:
+class StoredStates:
+    """Stands in for the task's result backend: the states stored, in order."""
+
+    def __init__(self) -> None:
+        self.stored: list[tuple[str, str]] = []
+
+    def store_result(self, task_id: str, result: Any, state: str, request: Any = None) -> None:
+        self.stored.append((task_id, state))
+
+
+def workflow_task(celery_id: str = "celery-1", track_started: bool = False, **headers: Any) -> Any:
     request = SimpleNamespace(
         id=celery_id,
+        hostname="w1@host",
         **{runtime.HEADER_WORKFLOW: "wf-1", runtime.HEADER_TASK: "a"},
         **headers,
     )
-    return SimpleNamespace(request=request)
+    return SimpleNamespace(request=request, track_started=track_started, backend=StoredStates())
 
 
 class Recorded:
@@ -57,6 +68,29 @@ def hook_running(task: Any) -> WorkflowHook:
     hook = WorkflowHook(cast("WorkerApp", app))
     hook.on_task_prerun(task=task, task_id=task.request.id, args=(), kwargs={})
     return hook
+
+
+def test_a_workflow_task_stores_celerys_started_state_when_it_starts(
+    recorded: Recorded,
+) -> None:
+    task = workflow_task()
+    hook_running(task)
+    assert task.backend.stored == [("celery-1", states.STARTED)]
+
+
+def test_a_task_tracking_its_start_itself_is_not_stored_twice(recorded: Recorded) -> None:
+    task = workflow_task(track_started=True)  # TASK_TRACK_STARTED: Celery stores it
+    hook_running(task)
+    assert task.backend.stored == []
+
+
+def test_a_task_outside_workflows_stores_no_started_state(recorded: Recorded) -> None:
+    backend = StoredStates()
+    task = SimpleNamespace(
+        request=SimpleNamespace(id="plain"), track_started=False, backend=backend
+    )
+    hook_running(task)
+    assert backend.stored == []
 
 
 def test_a_success_recorded_by_the_link_is_not_recorded_again_at_postrun(

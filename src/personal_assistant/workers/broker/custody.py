@@ -123,6 +123,32 @@ def ack(client: redis.Redis, keys: CustodyKeys, tag: str, consumer: str) -> bool
     return bool(ACK(client, [keys.unacked, keys.index, keys.owner], [tag, consumer]))
 
 
+def ack_command(keys: CustodyKeys, tag: str, consumer: str) -> tuple[Any, ...]:
+    """The EVALSHA command of :func:`ack`, to send in one write with a fetch."""
+    return ("EVALSHA", ACK.sha, 3, keys.unacked, keys.index, keys.owner, tag, consumer)
+
+
+def ack_many(client: redis.Redis, keys: CustodyKeys, tags: Sequence[str], consumer: str) -> int:
+    """:func:`ack` for each tag, in one round trip; returns how many this consumer still owned."""
+    if not tags:
+        return 0
+    try:
+        return _ack_pipeline(client, keys, tags, consumer)
+    except redis.exceptions.NoScriptError:
+        # Redis forgot the script (a restart, SCRIPT FLUSH): acks are idempotent, send again.
+        client.script_load(ACK.text)
+        return _ack_pipeline(client, keys, tags, consumer)
+
+
+def _ack_pipeline(
+    client: redis.Redis, keys: CustodyKeys, tags: Sequence[str], consumer: str
+) -> int:
+    with client.pipeline(transaction=False) as pipe:
+        for tag in tags:
+            pipe.evalsha(ACK.sha, 3, keys.unacked, keys.index, keys.owner, tag, consumer)
+        return sum(bool(done) for done in pipe.execute())
+
+
 def read_entry(client: redis.Redis, keys: CustodyKeys, tag: str) -> tuple[bytes | None, str]:
     """The ``unacked`` entry of ``tag`` and its owner value ('' when it has none)."""
     with client.pipeline(transaction=False) as pipe:

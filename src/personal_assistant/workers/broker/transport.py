@@ -39,8 +39,9 @@ from kombu.utils.json import dumps
 
 from personal_assistant.workers import constants as c
 from personal_assistant.workers import keys as keyspace
-from personal_assistant.workers.broker import custody
+from personal_assistant.workers.broker import custody, deferred_acks
 from personal_assistant.workers.broker.custody import WAKE_TTL_MS, CustodyKeys
+from personal_assistant.workers.broker.deferred_acks import DeferredAcks
 from personal_assistant.workers.broker.poison import envelope_for, make_printable
 from personal_assistant.workers.broker.priority import PriorityChannel
 
@@ -69,8 +70,9 @@ class ReliableQoS(kombu_redis.QoS):
             super().append(message, delivery_tag)  # delivered some other way (fanout)
 
     def ack(self, delivery_tag: str) -> None:
-        """Remove the message from custody (if this consumer still owns it)."""
-        self.channel.release(delivery_tag)
+        """Remove the message from custody (if this consumer still owns it), with the next
+        fetch when that follows within ``BROKER_ACK_DELAY_S``."""
+        self.channel.release_soon(delivery_tag)
         virtual.QoS.ack(self, delivery_tag)
 
     def reject(self, delivery_tag: str, requeue: bool = False) -> None:
@@ -120,6 +122,7 @@ class ReliableChannel(PriorityChannel):
         if self.global_keyprefix:
             raise ValueError("the reliable Redis transport does not support global_keyprefix")
         self.keys = CustodyKeys(self.unacked_key, self.unacked_index_key)
+        self.acks = DeferredAcks(self.keys, self.consumer_id)
 
     # -- one client for everything synchronous (kombu builds a new one per call) -------------
     @contextmanager
@@ -169,7 +172,7 @@ class ReliableChannel(PriorityChannel):
         if not queues:
             return
         self._own_client()
-        if _ABANDONED and self._reclaim_due == 0.0:
+        if (_ABANDONED or deferred_acks.UNSENT) and self._reclaim_due == 0.0:
             # This process lost a connection: what its old channel held goes back now, not at
             # the first restore interval (10 s by default).
             try:
@@ -180,6 +183,8 @@ class ReliableChannel(PriorityChannel):
         lists = [self._q_for_pri(queue, pri) for pri in self.priority_steps for queue in queues]
         commands: list[tuple[Any, ...]] = []
         if self._idle:
+            # A blocking wait would hold the acks' replies behind it: they go out alone.
+            self.flush_acks()
             commands.append(("BLPOP", *(keyspace.broker_wake_key(q) for q in queues), wait or 0))
         commands.append(self._fetch_command(lists, queues))
         connection = self.client.connection
@@ -187,6 +192,7 @@ class ReliableChannel(PriorityChannel):
         self._brpop_sent_at = time.monotonic()  # type: ignore[assignment]
         self._fetch_queues = list(queues)
         self._pending = len(commands)
+        commands[:0] = self.acks.ride_with_fetch()
         connection.send_packed_command(connection.pack_commands(commands))
 
     def _fetch_command(self, lists: list[str], queues: list[str]) -> tuple[Any, ...]:
@@ -218,6 +224,12 @@ class ReliableChannel(PriorityChannel):
 
     def _read_fetch(self, **options: Any) -> Any:
         connection = self.client.connection
+        forgotten = self.acks.read_replies(
+            lambda: self.client.parse_response(connection, "EVALSHA", **options),
+            self.connection_errors,
+        )
+        if forgotten:  # Redis restarted: sent again, with the script
+            self._send_acks(forgotten)
         try:
             if self._pending == 2:
                 self.client.parse_response(connection, "BLPOP", **options)
@@ -289,6 +301,33 @@ class ReliableChannel(PriorityChannel):
         with self.conn_or_acquire() as client:
             custody.ack(client, self.keys, tag, self.consumer_id)
 
+    def release_soon(self, tag: str) -> None:
+        """:meth:`release`, sent with this channel's next fetch in one write (one round trip
+        for both), or alone after ``BROKER_ACK_DELAY_S``. At once when called off the event
+        loop's thread (the threads pool acks from its own) or without a loop (a synchronous
+        consumer): only the loop's own turn sends the fetch that would carry it."""
+        hub = getattr(self.connection, "ack_loop", None)
+        if self.closed or not deferred_acks.on_loop_thread(hub):
+            self.release(tag)
+        else:
+            self.acks.defer(tag, hub, self.flush_acks)
+
+    def flush_acks(self) -> None:
+        """Send the acks no fetch has carried yet (deferred_acks.py)."""
+        tags = self.acks.take_waiting()
+        if tags and self.closed:
+            self.acks.lost(tags)
+        elif tags:
+            self._send_acks(tags)
+
+    def _send_acks(self, tags: list[str]) -> None:
+        try:
+            with self.conn_or_acquire() as client:
+                custody.ack_many(client, self.keys, tags, self.consumer_id)
+        except Exception:
+            self.acks.lost(tags)  # for the reclaim after reconnecting
+            raise
+
     def restore_tag(self, tag: str, *, leftmost: bool = False, only_mine: bool = False) -> bool:
         """Put ``tag`` back on its queue if still held as read now; True when this call did."""
         with self.conn_or_acquire() as client:
@@ -351,6 +390,7 @@ class ReliableChannel(PriorityChannel):
         """Put back the messages of consumers that stopped beating; return how many."""
         mine = _live_consumers(self.connection)
         with self.conn_or_acquire() as client:
+            deferred_acks.send_unsent(client, self.keys)
             custody.beat(client, self.keys, mine)
             abandoned = sorted(_ABANDONED - set(mine))
             dead, held = custody.orphans(client, self.keys, self.consumer_dead_after, abandoned)
@@ -405,6 +445,9 @@ class ReliableChannel(PriorityChannel):
                     self._brpop_read()
             except Exception:  # the connection is gone: the reply with it
                 self._in_poll = None  # type: ignore[assignment]  # kombu types it bool, stores a connection
+        # Before anything goes back: a message acked but not yet sent is done, not held.
+        with contextlib.suppress(Exception):  # kept in deferred_acks.UNSENT for the reclaim
+            self.flush_acks()
         fetched = self._sync_client is not None  # it never fetched into custody otherwise
         super().close()  # kombu restores what it delivered (and logs what it could not)
         if not fetched:
@@ -429,10 +472,14 @@ class ReliableRedisTransport(kombu_redis.Transport):
     """kombu's Redis transport with :class:`ReliableChannel` and consumer heartbeats."""
 
     Channel = ReliableChannel
+    #: The worker's event loop, once registered with one (None: a synchronous consumer).
+    ack_loop: Any = None
 
     def register_with_event_loop(self, connection: Any, loop: Any) -> None:
         """kombu's timers, plus a heartbeat of this connection's consumers."""
         super().register_with_event_loop(connection, loop)
+        # The loop whose turns send fetches: acks made on its thread ride along with them.
+        self.ack_loop = loop
         interval = float(
             connection.client.transport_options.get(
                 "consumer_beat_interval", c.HEARTBEAT_INTERVAL_S

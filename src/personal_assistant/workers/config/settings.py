@@ -90,9 +90,10 @@ class WorkerSettings(DomainSettings):
     # Liveness: a beat every interval; a worker silent for down_after is reported down.
     worker_heartbeat_interval: float = Field(default=c.HEARTBEAT_INTERVAL_S, gt=0)
     worker_down_after: float = Field(default=c.WORKER_DOWN_AFTER_S, gt=0)
-    # Celery's STARTED state: one result-backend write per task (about a quarter of no-op
-    # throughput, measured), which shows workflow tasks as "running" while they run.
-    task_track_started: bool = True
+    # Celery's STARTED state for every task: one result-backend write per task (about a quarter
+    # of no-op throughput, measured). Off by default: workflow tasks, whose "running" state
+    # ``workflow status`` reads, store it anyway (workflows/hook.py); nothing else reads it.
+    task_track_started: bool = False
     alerting_enabled: bool = False
     # YAML rules (see README); empty: the built-in rules.
     alert_rules_file: Path | None = None

@@ -43,6 +43,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+# Per task, from the collector's summary, into each snapshot.
+SNAPSHOT_FIELDS = ("count", "failed", "p95", "avg_time", "avg_cpu_time", "max_memory")
+
 # /healthz fails when the worker's event loop has not moved for this long: a hung consumer.
 LOOP_STALL_AFTER_S = 60.0
 LOOP_TICK_S = 5.0
@@ -159,10 +162,9 @@ class MetricsHook(WorkerHook):
             return
         recorder.settle()
         summary = recorder.collector.get_performance_summary()
-        tasks = {
-            name: {"count": s["count"], "failed": s["failed"], "p95": s["p95"]}
-            for name, s in summary.items()
-        }
+        # What pa-status shows (count, failed, p95) and what `tune` models queues from (mean
+        # run and CPU time, peak RSS).
+        tasks = {name: {key: s[key] for key in SNAPSHOT_FIELDS} for name, s in summary.items()}
         try:
             write_snapshot(self._client, recorder.hostname, tasks)
         except redis.RedisError:

@@ -13,6 +13,7 @@ are always recorded at postrun (Celery calls errbacks only after storing the fai
 from __future__ import annotations
 
 import logging
+import os
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -55,7 +56,8 @@ class WorkflowHook(WorkerHook):
 
     The start is kept in memory and written with the end: a write per start would sit on every
     hop's path. While a task runs, ``workflow_status`` reads "running" from Celery's own
-    STARTED state (``task_track_started``).
+    STARTED state, which this hook stores for workflow tasks (or Celery, for every task, with
+    ``task_track_started``).
     """
 
     name = "workflows"
@@ -66,9 +68,17 @@ class WorkflowHook(WorkerHook):
         self._recorded: set[str] = set()
 
     def on_task_prerun(self, *, task: Any, task_id: str, args: Any, kwargs: Any) -> None:
-        """A workflow task started: remember when."""
-        if _workflow_of(task) is not None:
-            self._started.setdefault(task_id, time.time())
+        """A workflow task started: remember when, and store Celery's STARTED state for
+        ``workflow status`` (unless Celery stores it itself: ``task_track_started``)."""
+        if _workflow_of(task) is None:
+            return
+        self._started.setdefault(task_id, time.time())
+        if not task.track_started:
+            # Written for workflow tasks only: they are the ones whose "running" someone reads;
+            # for every task it would cost each a result-backend round trip (TASK_TRACK_STARTED).
+            request = task.request
+            started = {"pid": os.getpid(), "hostname": request.hostname}
+            task.backend.store_result(task_id, started, states.STARTED, request=request)
 
     def record_success(self, retval: Any) -> None:
         """The running workflow task returned ``retval``: record it before Celery stores it.
