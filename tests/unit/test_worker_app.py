@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import redis
-from celery import Task
+from celery import Task, signals
 
 from personal_assistant.workers import constants as c
 from personal_assistant.workers.app import create_app
@@ -103,3 +103,13 @@ def test_a_task_naming_its_own_request_class_keeps_it(make_app: MakeApp) -> None
     task = app.task(name="unit.custom_request", shared=False, Request=REQUEST_PATH)(custom)
 
     assert app.tasks[task.name].Request == REQUEST_PATH
+
+
+def test_a_closed_app_leaves_no_receiver_on_celerys_signals() -> None:
+    before = len(signals.before_task_publish.receivers)
+    app = create_app(load_settings(metrics_enabled=True))
+    assert len(signals.before_task_publish.receivers) > before
+
+    app.close()
+
+    assert len(signals.before_task_publish.receivers) == before

@@ -123,7 +123,8 @@ class WorkerApp(Celery):  # type: ignore[misc]
         return super()._task_from_fun(fun, name=name, base=base, bind=bind, **options)
 
     def close(self) -> None:
-        """Add the sends counted but not yet in Redis, then close Celery's connections.
+        """Add the sends counted but not yet in Redis, disconnect this app's hooks from
+        Celery's signals, then close Celery's connections.
 
         Without the flush, the counter's timer would add them after the app is gone (tests
         that empty Redis between apps would find another app's counts).
@@ -132,6 +133,7 @@ class WorkerApp(Celery):  # type: ignore[misc]
             counter: RedisHashCounter | None = self.__dict__.get(made)
             if counter is not None:
                 counter.flush()
+        self.hooks.close()
         super().close()
 
     def send_task(self, *args: Any, **kwargs: Any) -> Any:

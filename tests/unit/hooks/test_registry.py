@@ -137,6 +137,19 @@ def test_removing_a_hook_disconnects_its_signal(registry: HookRegistry) -> None:
     assert recorder.results == []
 
 
+def test_closing_a_registry_disconnects_every_hook_it_held(registry: HookRegistry) -> None:
+    first, second = SuccessRecorder(), PublishRecorder()
+    registry.add(first)
+    registry.add(second)
+
+    registry.close()
+    fire_success("after close")
+
+    assert registry.connected_signals() == []
+    assert registry.hooks == ()
+    assert first.results == []
+
+
 def test_removing_one_of_two_hooks_keeps_the_signal_for_the_other(
     registry: HookRegistry,
 ) -> None:

@@ -302,6 +302,13 @@ class HookRegistry:
             except Exception:
                 logger.exception("hook %s.%s failed; worker unaffected", hook.name, method)
 
+    def close(self) -> None:
+        """Unregister every hook: a closed app's hooks hear no more signals (Celery's signals
+        are process-wide, so an app left connected would run its hooks on every other app's
+        publish, one more set per app a process ever made)."""
+        for hook in list(self._hooks):
+            self.remove(hook)
+
     def remove(self, hook: WorkerHook) -> None:
         """Unregister ``hook``; signals nobody listens to any more are disconnected."""
         with self._lock:
