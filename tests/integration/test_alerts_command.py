@@ -75,9 +75,96 @@ def test_alerts_test_sends_a_signed_test_notification_through_the_rules_channels
     signed = hit.headers["X-Alert-Timestamp"].encode() + b"." + hit.body
     expected = hmac.new(WEBHOOK_SECRET.encode(), signed, hashlib.sha256).hexdigest()
     assert hit.signature_valid and hit.headers["X-Signature-256"] == f"sha256={expected}"
-    unknown = alerts(redis_url, env, "test", "nope")
-    assert unknown.returncode != 0
-    assert "parser_failures" in unknown.stderr
+    unknown = alerts(redis_url, env, "test", "parser_failure")
+    assert unknown.returncode == 1
+    assert unknown.stderr.splitlines() == [
+        "Error: no rule named 'parser_failure' (did you mean 'parser_failures'?); "
+        "known: parser_failures"
+    ]
+
+
+SAMPLE_RULES = """rules:
+  - name: everything
+    condition: task_failure
+    threshold: 3
+    window: 5m
+    channels: [webhook]
+    group_by: [task_name]
+    message_template: >-
+      {count} failures of {task_name} on {queue} ({hostname}) in {window}, {rate}% failing:
+      {error}; first {started_at}; tenant {tenant}; {depth} waiting; p95 {p95:.2f}s
+  - name: lost_workers
+    condition: worker_offline
+    threshold: 1
+    window: 1m
+    channels: [webhook]
+    labels: {queue: ai_tasks}
+    message_template: "{value} worker(s) of {queue} silent: {workers}"
+"""
+
+
+def test_alerts_test_fills_every_placeholder_with_a_sample_value(
+    redis_url: str, tmp_path: Path, webhook: Receiver
+) -> None:
+    rules = tmp_path / "alerts.yaml"
+    rules.write_text(SAMPLE_RULES)
+    env = {
+        "ALERTING_ENABLED": "true",
+        "ALERT_RULES_FILE": str(rules),
+        "ALERT_WEBHOOK_URL": webhook.url,
+        "ALERT_WEBHOOK_SECRET": WEBHOOK_SECRET,
+    }
+
+    sent = alerts(redis_url, env, "test", "everything")
+    lost = alerts(redis_url, env, "test", "lost_workers", "--json")
+
+    assert sent.returncode == 0, sent.stderr
+    first, second = (json.loads(hit.body) for hit in webhook.wait(2))
+    message = first["message"] if first["rule"] == "everything" else second["message"]
+    assert message == (
+        "TEST: 3 failures of personal_assistant.workers.tasks.email_tasks.send_email on "
+        "email_tasks (celery@sample-host) in 5m, 20% failing: SampleError: a sample error sent "
+        "by `alerts test`; first " + message.split("; first ")[1].split(";")[0] + "; tenant "
+        "{tenant?}; 3 waiting; p95 3.00s"
+    )
+    assert message.count("?}") == 1  # only the placeholder that no alert carries
+    assert sent.stdout.splitlines() == [
+        f"message: {message}",
+        "note: no alert has {tenant}; real messages show it as {name?}",
+        "webhook: sent",
+    ]
+    assert lost.returncode == 0, lost.stderr
+    data = json.loads(lost.stdout)
+    assert data["message"] == "TEST: 1 worker(s) of ai_tasks silent: celery@sample-host"
+    assert data["channels"] == {"webhook": "sent"}
+    assert data["unknown_placeholders"] == []
+    assert data["fields"]["test"] is True
+
+
+def test_alerts_rules_says_first_that_alerting_is_off_and_how_to_turn_it_on(
+    redis_url: str,
+) -> None:
+    off = alerts(redis_url, {}, "rules")
+    on = alerts(redis_url, {"ALERTING_ENABLED": "true"}, "rules")
+    off_json = alerts(redis_url, {}, "rules", "--json")
+
+    assert off.returncode == 0, off.stderr
+    assert off.stdout.splitlines()[0] == (
+        "alerting is off (ALERTING_ENABLED=false, the default): set ALERTING_ENABLED=true"
+    )
+    assert "task_failures" in off.stdout
+    assert on.returncode == 0, on.stderr
+    assert "alerting is off" not in on.stdout
+    assert "task_failures" in on.stdout
+    data = json.loads(off_json.stdout)
+    assert data["alerting_enabled"] is False
+    by_name = {rule["name"]: rule for rule in data["rules"]}
+    assert set(by_name) == {"task_failures", "queue_backlog", "worker_offline"}
+    assert by_name["task_failures"]["placeholders"] == ["count", "task_name", "window", "error"]
+    assert (by_name["task_failures"]["window_s"], by_name["task_failures"]["channels"]) == (
+        60.0,
+        ["log"],
+    )
 
 
 def test_alerts_test_sends_through_the_channels_of_a_dotenv_file_in_the_working_directory(
@@ -107,7 +194,7 @@ def test_alerts_test_sends_through_the_channels_of_a_dotenv_file_in_the_working_
         smtp.stop()
 
     assert sent.returncode == 0, sent.stderr
-    assert sent.stdout.splitlines() == ["webhook: sent", "email: sent", "log: sent"]
+    assert sent.stdout.splitlines()[1:] == ["webhook: sent", "email: sent", "log: sent"]
     (hit,) = webhook.wait(1)
     assert hit.path == "/from-dotenv" and hit.signature_valid
     assert delivered
@@ -134,10 +221,15 @@ def test_alerts_list_shows_the_notifications_sent_newest_first(
                 }
             ),
         )
+    redis_client.lpush("pa:alerts:history", "{not json")
     listed = alerts(redis_url, {}, "list", "--json")
+    table = alerts(redis_url, {}, "list")
     assert listed.returncode == 0, listed.stderr
     states = [json.loads(line)["state"] for line in listed.stdout.splitlines()]
     assert states == ["resolved", "firing"]
+    assert listed.stderr == "1 unreadable entry of pa:alerts:history skipped\n"
+    assert table.returncode == 0, table.stderr
+    assert "resolved, critical" in table.stdout and "message 1" in table.stdout
 
 
 def test_a_bad_rules_file_stops_start_up_naming_the_line_and_field(

@@ -1,5 +1,6 @@
 """``make run`` starts a private Redis when none answers, a worker that answers ping and runs tasks,
-and Ctrl-C stops it all."""
+and Ctrl-C stops it all; a second run beside it is refused in one line naming the first, and a
+run killed with SIGKILL leaves nothing running and its lock to the next."""
 
 from __future__ import annotations
 
@@ -8,13 +9,16 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import IO
 
 import pytest
 import redis
 
+from personal_assistant.workers.cli.data_dir_lock import is_locked
+from personal_assistant.workers.cli.private_redis import broker_answers
 from tests.support.redis_server import free_port
 from tests.support.waiting import wait_for
 from tests.support.worker import REPO, worker_env
@@ -139,3 +143,112 @@ def test_make_run_serves_ping_and_call_then_stops_cleanly_on_ctrl_c(
     logged = log.read_text()
     assert "started a private Redis" in logged
     assert "stopped the private Redis" in logged
+
+
+# --- One run per data directory ------------------------------------------------------------------
+
+MAKE_RUN = [sys.executable, "-m", "personal_assistant.workers.cli.run_local"]
+
+
+def stop(process: subprocess.Popen[bytes]) -> int:
+    """Stop a make run as Ctrl-C does (harder if it hangs); its exit code."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    return process.wait()
+
+
+@pytest.fixture
+def start_run(run_env: dict[str, str]) -> Iterator[Callable[[Path], subprocess.Popen[bytes]]]:
+    """Start make runs in given directories (their log: run.log there); stopped at the end."""
+    started: list[tuple[subprocess.Popen[bytes], IO[bytes]]] = []
+
+    def start(cwd: Path) -> subprocess.Popen[bytes]:
+        cwd.mkdir(parents=True, exist_ok=True)
+        log = (cwd / "run.log").open("wb")
+        process = subprocess.Popen(
+            MAKE_RUN, env=run_env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT
+        )
+        started.append((process, log))
+        return process
+
+    yield start
+    for process, log in started:
+        stop(process)
+        log.close()
+
+
+def children(pid: int, named: str) -> list[bytes]:
+    """Pids of ``pid``'s children whose command line holds ``named``."""
+    found = subprocess.run(["pgrep", "-P", str(pid), "-f", named], capture_output=True, check=False)
+    return found.stdout.split()
+
+
+def refused_beside(env: dict[str, str], cwd: Path) -> tuple[int, list[str]]:
+    """Run make run in ``cwd`` expecting a refusal: its exit code and its stderr lines."""
+    cwd.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(
+        MAKE_RUN, env=env, cwd=cwd, capture_output=True, text=True, timeout=30, check=False
+    )
+    return done.returncode, done.stderr.splitlines()
+
+
+def test_a_second_make_run_is_refused_in_one_line_naming_the_first_and_its_redis_is_not_adopted(
+    start_run: Callable[[Path], subprocess.Popen[bytes]],
+    run_env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    first = start_run(tmp_path / "first")
+    wait_for(lambda: "started a private Redis" in (tmp_path / "first" / "run.log").read_text(), 30)
+    url = run_env["CELERY_BROKER_URL"]
+
+    # Beside it, on the same data directory: refused by the lock, naming the holder.
+    code, lines = refused_beside(run_env, tmp_path / "first")
+    assert code == 73
+    assert len(lines) == 1
+    assert (
+        f"{tmp_path / 'first' / 'var'} is in use by another make run (pid {first.pid}" in lines[0]
+    )
+    assert ", since 20" in lines[0]
+    assert f"broker {url})" in lines[0]
+
+    # On another data directory with the same broker URL: the first's private Redis is not
+    # taken as this run's broker (it would stop under this run when the first stops).
+    code, lines = refused_beside(run_env, tmp_path / "second")
+    assert code == 73
+    assert len(lines) == 1
+    assert f"is the private Redis of the make run in {tmp_path / 'first' / 'var'}" in lines[0]
+    assert f"(pid {first.pid} on " in lines[0]
+
+    assert stop(first) == 0
+    assert "taking over" not in (tmp_path / "first" / "run.log").read_text()
+
+
+def test_a_make_run_killed_with_sigkill_leaves_nothing_running_and_the_next_takes_over(
+    start_run: Callable[[Path], subprocess.Popen[bytes]],
+    run_env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    killed = start_run(tmp_path)
+    log = tmp_path / "run.log"
+    worker_pid = int(wait_for(lambda: children(killed.pid, "celery"), timeout=30)[0])
+    url = run_env["CELERY_BROKER_URL"]
+
+    killed.kill()  # no shutdown code runs in the supervisor
+    killed.wait()
+
+    # Its Redis and worker were told to stop with it (and hold the data directory until then).
+    wait_for(lambda: not Path(f"/proc/{worker_pid}").exists(), timeout=30, interval=0.2)
+    wait_for(lambda: not broker_answers(url), timeout=30, interval=0.2)
+    wait_for(lambda: not is_locked(tmp_path / "var" / "run.lock"), timeout=30, interval=0.2)
+    log.rename(tmp_path / "killed.log")
+    following = start_run(tmp_path)
+    wait_for(lambda: "started a private Redis" in log.read_text(), 30)
+    assert (
+        f"taking over {tmp_path / 'var' / 'run.lock'} from make run pid {killed.pid}"
+        in log.read_text()
+    )
+    assert stop(following) == 0

@@ -72,10 +72,10 @@ def entries(app: WorkerApp) -> dict[str, dict[str, Any]]:
 
 
 def one_error_line(result: Result, exit_code: int) -> str:
-    """The single ``error:`` line a failed command printed, its exit code checked."""
+    """The single ``Error:`` line a failed command printed, its exit code checked."""
     assert result.exit_code == exit_code, result.output
     lines = result.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
     return lines[0]
 
 
@@ -197,7 +197,6 @@ tasks:
             f"--task {SWEEP} --workflow GOOD --every 60", "give --task or --workflow", id="both"
         ),
         pytest.param(f"--task {SWEEP}", "give exactly one of --cron", id="no-schedule"),
-        pytest.param(f"--task {SWEEP} --every 60 --priority 11", "'--priority'", id="priority"),
         pytest.param(f"--task {SWEEP} --every 60 --args '{{}}'", "JSON list", id="args"),
         pytest.param("--workflow BAD --every 60", "unknown Celery task 'nope.x'", id="workflow"),
     ],
@@ -212,8 +211,19 @@ def test_add_refuses_bad_input_with_one_line_naming_the_entry_and_stores_nothing
     result = run(producer_app, "add", "mine", *[paths.get(a, a) for a in shlex.split(options)])
 
     line = one_error_line(result, 64)
-    assert line.startswith("error: beat entry 'mine': ")
+    assert line.startswith("Error: beat entry 'mine': ")
     assert expected in line
+    assert redis_client.exists(keys.BEAT_DEFS_KEY, keys.BEAT_VERSION_KEY) == 0
+
+
+def test_an_option_click_refuses_is_one_line_naming_the_entry_and_clicks_exit_code_2(
+    producer_app: WorkerApp, redis_client: redis.Redis
+) -> None:
+    result = run(producer_app, "add", "mine", "--task", SWEEP, "--every", "60", "--priority", "11")
+
+    line = one_error_line(result, 2)
+    assert line.startswith("Error: beat entry 'mine': Invalid value for '--priority'")
+    assert line.endswith("(see 'schedule add --help')")
     assert redis_client.exists(keys.BEAT_DEFS_KEY, keys.BEAT_VERSION_KEY) == 0
 
 
@@ -248,8 +258,8 @@ def test_an_unknown_name_is_exit_code_1_with_the_closest_known_name(
 ) -> None:
     for command in ("disable", "enable", "remove", "run-now"):
         line = one_error_line(run(producer_app, command, "cleanup-old-log"), 1)
-        assert line == "error: no entry named 'cleanup-old-log' (did you mean 'cleanup-old-logs'?)"
-    assert one_error_line(run(producer_app, "disable", "zzz"), 1) == "error: no entry named 'zzz'"
+        assert line == "Error: no entry named 'cleanup-old-log' (did you mean 'cleanup-old-logs'?)"
+    assert one_error_line(run(producer_app, "disable", "zzz"), 1) == "Error: no entry named 'zzz'"
 
 
 def test_remove_forgets_an_added_entry(producer_app: WorkerApp) -> None:
@@ -260,7 +270,7 @@ def test_remove_forgets_an_added_entry(producer_app: WorkerApp) -> None:
     assert removed.exit_code == 0 and removed.stdout == "removed beat entry 'sweep'\n"
     assert "sweep" not in entries(producer_app)
     again = run(producer_app, "remove", "sweep")
-    assert one_error_line(again, 1).startswith("error: no entry named 'sweep'")
+    assert one_error_line(again, 1).startswith("Error: no entry named 'sweep'")
 
 
 def test_run_now_publishes_one_run_to_the_entrys_queue_with_the_printed_id(
@@ -394,7 +404,7 @@ def test_every_subcommand_is_one_masked_line_and_exit_code_69_when_redis_is_stop
     processes = [cli(url, tmp_path, *command) for command in commands]
     outputs = [process.communicate(timeout=90) for process in processes]
 
-    expected = f"error: cannot reach Redis at redis://:****@127.0.0.1:{server.port}/0: "
+    expected = f"Error: cannot reach Redis at redis://:****@127.0.0.1:{server.port}/0: "
     for command, process, (out, err) in zip(commands, processes, outputs, strict=True):
         assert process.returncode == 69, (command, out, err)
         assert len(err.splitlines()) == 1 and err.startswith(expected), (command, err)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
@@ -15,11 +17,17 @@ import pytest
 import redis
 
 from personal_assistant.workers import constants as c
+from personal_assistant.workers import keys
 from personal_assistant.workers.celery_app import WorkerApp
-from personal_assistant.workers.cli.status_command import COMMAND_NAME, collect_status, status
+from personal_assistant.workers.cli.status_command import (
+    BEAT_DOWN_AFTER_S,
+    COMMAND_NAME,
+    collect_status,
+    status,
+)
 from personal_assistant.workers.dead_letters.queue import DeadLetter, DeadLetterQueue
 from personal_assistant.workers.metrics.snapshots import write_snapshot
-from personal_assistant.workers.monitoring.liveness import WorkerRegistry
+from personal_assistant.workers.monitoring.liveness import BeatLiveness, WorkerRegistry
 from tests.support.worker import APP, worker_env
 
 pytestmark = pytest.mark.integration
@@ -129,8 +137,12 @@ def test_status_shows_queues_workers_rates_and_failures(
     row("alive@host", "UP")
     row("dead@host", "DOWN", "m ago")
     row("gone@host", "STOPPED")
-    row(populated["task"][-40:], "5.00", "150", "3", "0.250s")
-    row("send_email", "PermanentError: mailbox does not exist", c.EMAIL_QUEUE)
+    row("file_tasks.probe", "5.00", "150", "3", "0.250s")
+    row("email_tasks.send_email", f"({c.EMAIL_QUEUE})")
+    row("PermanentError: mailbox does not exist")
+    row("beat NEVER, never, lock held by nobody")
+    row("problem: worker dead@host is down: last heartbeat 5m ago")
+    assert max(map(len, lines)) <= 80  # not a terminal: rich's 80 columns
 
 
 def test_status_json(populated: dict[str, Any], redis_url: str, tmp_path: Path) -> None:
@@ -152,6 +164,18 @@ def test_status_json(populated: dict[str, Any], redis_url: str, tmp_path: Path) 
     assert (task["count"], task["failed"], task["p95"]) == (150, 3, 0.25)
     assert data["dead_letters_total"] == 1
     assert data["failures"][0]["exception"] == "mailbox does not exist"
+    assert data["beat"] == {
+        "state": "never",
+        "last_tick": None,
+        "age_seconds": None,
+        "down_after": BEAT_DOWN_AFTER_S,
+        "lock_holder": None,
+    }
+    assert data["problems"] == [
+        "worker dead@host is down: last heartbeat 5m ago",
+        f"queue {c.AI_QUEUE}: 1 message(s) waiting and no worker up consumes it",
+        "beat has never ticked against this Redis (is a beat running?)",
+    ]
 
 
 def test_status_reports_an_unreachable_broker_masked(tmp_path: Path) -> None:
@@ -159,8 +183,10 @@ def test_status_reports_an_unreachable_broker_masked(tmp_path: Path) -> None:
 
     url = f"redis://:very-secret@127.0.0.1:{free_port()}/0"
     result = run_status(url, tmp_path)
-    assert result.returncode != 0
-    assert "cannot reach the broker" in result.stderr
+    assert result.returncode == 69
+    assert result.stderr.splitlines() == [
+        f"Error: cannot reach Redis at {url.replace('very-secret', '****')}: Connection refused"
+    ]
     assert "very-secret" not in result.stdout + result.stderr
 
 
@@ -183,3 +209,85 @@ def test_collect_status_aggregates_hosts(redis_client: redis.Redis) -> None:
     assert data["stale_snapshots"] == ["old@h"]
     assert data["workers"] == []
     assert data["failures"] == []
+
+
+def healthy(client: redis.Redis, now: float) -> None:
+    """One worker up on every queue and a beat that ticked, as a healthy system leaves them."""
+    WorkerRegistry(client).beat("all@host", queues=list(c.QUEUES), pid=1, now=now - 1)
+    BeatLiveness(client).tick(now - 5)
+
+
+def test_check_of_a_healthy_system_prints_one_summary_line_and_exits_0(
+    redis_client: redis.Redis, redis_url: str, tmp_path: Path
+) -> None:
+    healthy(redis_client, time.time())
+    WorkerRegistry(redis_client).beat("gone@host", queues=[c.AI_QUEUE], pid=2)
+    WorkerRegistry(redis_client).forget("gone@host")  # a clean stop is no problem
+
+    result = run_status(redis_url, tmp_path, "--check")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    [line] = result.stdout.splitlines()
+    assert re.fullmatch(
+        r"ok: 1 worker\(s\) up, beat ticked \d+s ago, 0 message\(s\) waiting, 0 dead letter\(s\)",
+        line,
+    ), line
+
+
+def test_check_prints_a_line_per_problem_and_exits_1_when_a_worker_is_down(
+    redis_client: redis.Redis, redis_url: str, tmp_path: Path
+) -> None:
+    now = time.time()
+    healthy(redis_client, now)
+    WorkerRegistry(redis_client).beat("ai@host", queues=[c.AI_QUEUE], pid=3, now=now - 600)
+
+    result = run_status(redis_url, tmp_path, "--check")
+    as_json = run_status(redis_url, tmp_path, "--check", "--json")
+
+    assert result.returncode == 1
+    assert result.stdout.splitlines() == ["worker ai@host is down: last heartbeat 10m ago"]
+    assert result.stderr == ""
+    assert as_json.returncode == 1
+    assert json.loads(as_json.stdout)["problems"] == result.stdout.splitlines()
+
+
+def beat_silent(client: redis.Redis, now: float) -> None:
+    BeatLiveness(client).tick(now - 300)
+
+
+def beat_never_seen(client: redis.Redis, now: float) -> None:
+    client.delete(keys.BEAT_TICK_KEY)
+
+
+def worker_stopped(client: redis.Redis, now: float) -> None:
+    WorkerRegistry(client).forget("all@host", now=now)
+
+
+def ai_message_without_consumer(client: redis.Redis, now: float) -> None:
+    WorkerRegistry(client).beat("all@host", queues=[c.EMAIL_QUEUE], pid=1, now=now)
+    client.rpush(c.AI_QUEUE, "{}")
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        (beat_silent, "beat is down: last tick 5m ago (limit 120s)"),
+        (beat_never_seen, "beat has never ticked against this Redis (is a beat running?)"),
+        (worker_stopped, "no worker is up (no heartbeat within WORKER_DOWN_AFTER)"),
+        (
+            ai_message_without_consumer,
+            f"queue {c.AI_QUEUE}: 1 message(s) waiting and no worker up consumes it",
+        ),
+    ],
+    ids=["beat-silent", "beat-never-seen", "no-worker-up", "queue-without-consumer"],
+)
+def test_find_problems_names_each_kind_of_problem(
+    redis_client: redis.Redis, change: Callable[[redis.Redis, float], None], problem: str
+) -> None:
+    now = time.time()
+    healthy(redis_client, now)
+    assert collect_status(redis_client, now=now)["problems"] == []
+
+    change(redis_client, now)
+
+    assert collect_status(redis_client, now=now)["problems"] == [problem]

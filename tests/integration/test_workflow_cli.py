@@ -1,4 +1,4 @@
-"""``celery ... workflow submit|status|watch|cancel`` against a real worker."""
+"""``celery ... workflow submit|status|watch|cancel|list`` against a real worker."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import cast
 
@@ -15,8 +16,12 @@ import redis
 import yaml
 
 from personal_assistant.workers import constants as c
+from personal_assistant.workers import keys
 from personal_assistant.workers.celery_app import WorkerApp
+from personal_assistant.workers.cli.terminal import EX_USAGE
+from personal_assistant.workers.workflows import runtime
 from personal_assistant.workers.workflows.runtime import workflow_status
+from personal_assistant.workers.workflows.trigger_rules import Status
 from tests.support.waiting import wait_for
 from tests.support.worker import WorkerProcess, worker_env
 from tests.support.workflow_inputs import CLEANUP_OLD_LOGS, alias_bomb_workflow, cleanup_everything
@@ -114,7 +119,7 @@ def test_submitting_an_invalid_file_lists_every_problem_and_starts_nothing(
         },
     )
     refused = cli(redis_url, "submit", str(file))
-    assert refused.returncode != 0
+    assert refused.returncode == EX_USAGE
     assert "dependency cycle" in refused.stderr
     assert "unknown trigger rule 'sometimes'" in refused.stderr
     assert "unknown Celery task 'nope.missing'" in refused.stderr
@@ -128,7 +133,7 @@ def test_a_yaml_file_with_a_duplicate_task_id_is_refused_with_its_line(
     file = tmp_path / "dup.yaml"
     file.write_text("tasks:\n  a:\n    task: tests.step\n  a:\n    task: tests.step\n")
     refused = cli(redis_url, "submit", str(file))
-    assert refused.returncode != 0
+    assert refused.returncode == EX_USAGE
     assert f"{file}: line 4: duplicate key 'a'" in refused.stderr
 
 
@@ -137,7 +142,7 @@ def test_submitting_dev_zero_ends_at_once_with_one_line_and_nothing_started(
     redis_client: redis.Redis,
 ) -> None:
     refused = cli(redis_url, "submit", "/dev/zero", timeout=60)
-    assert refused.returncode == 1
+    assert refused.returncode == EX_USAGE
     assert refused.stderr == "Error: invalid workflow: /dev/zero: not a regular file\n"
     assert redis_client.keys("pa:wf:*") == []
 
@@ -150,7 +155,7 @@ def test_submitting_a_file_of_nested_aliases_ends_at_once_with_one_line_and_noth
     file = tmp_path / "bomb.yaml"
     file.write_text(alias_bomb_workflow())
     refused = cli(redis_url, "submit", str(file), timeout=60)
-    assert refused.returncode == 1
+    assert refused.returncode == EX_USAGE
     assert refused.stderr == (
         f"Error: invalid workflow: {file}: line 6: aliases (*name) are not allowed: "
         "write the value out\n"
@@ -164,7 +169,7 @@ def test_submitting_a_forbidden_task_names_it_and_starts_nothing(
     tmp_path: Path,
 ) -> None:
     refused = cli(redis_url, "submit", str(write(tmp_path / "wipe.yaml", cleanup_everything())))
-    assert refused.returncode == 1
+    assert refused.returncode == EX_USAGE
     assert refused.stderr == (
         f"Error: invalid workflow: wipe: task '{CLEANUP_OLD_LOGS}' may not run in a workflow: "
         "maintenance tasks never run in a workflow\n"
@@ -174,8 +179,8 @@ def test_submitting_a_forbidden_task_names_it_and_starts_nothing(
 
 def test_status_of_an_unknown_workflow_is_a_clear_error(redis_url: str) -> None:
     missing = cli(redis_url, "status", "0" * 32)
-    assert missing.returncode != 0
-    assert "no workflow with id" in missing.stderr
+    assert missing.returncode == 1
+    assert missing.stderr == f"Error: no workflow with id {'0' * 32}\n"
 
 
 def test_cancel_stops_a_running_workflow_before_its_dependents_run(
@@ -221,3 +226,65 @@ def test_cancel_stops_a_running_workflow_before_its_dependents_run(
         assert cast(list[bytes], redis_client.lrange("wf:ran", 0, -1)) == [b"a"]
         time.sleep(0.1)
     assert workflow_status(workflow_id, app=producer_app)["tasks"]["b"]["status"] == "cancelled"
+
+
+def test_list_finds_workflows_newest_first_by_state_and_creation_time(
+    redis_url: str, redis_client: redis.Redis, producer_app: WorkerApp
+) -> None:
+    single = {"tasks": {"a": {"task": "tests.step", "options": Q}}}
+    old = runtime.submit_workflow(single, app=producer_app)
+    completed = runtime.submit_workflow(single, app=producer_app)
+    runtime.record_task_event(producer_app, completed, "a", Status.COMPLETED)
+    cancelled = runtime.submit_workflow(single, app=producer_app)
+    runtime.cancel_workflow(cancelled, app=producer_app)
+    time.sleep(0.01)
+    between = time.time()
+    time.sleep(0.01)
+    running = runtime.submit_workflow(single, app=producer_app)
+    # Two hours pass for the first one: its creation time, where the submit wrote it.
+    two_hours_ago = between - 7200
+    redis_client.hset(keys.workflow_meta_key(old), "created_at", json.dumps(two_hours_ago))
+    redis_client.zadd(keys.WORKFLOWS_INDEX_KEY, {old: two_hours_ago})
+
+    def listed(*args: str) -> list[str]:
+        result = cli(redis_url, "list", "--json", *args)
+        assert result.returncode == 0, result.stderr
+        return [json.loads(line)["id"] for line in result.stdout.splitlines()]
+
+    assert listed() == [running, cancelled, completed, old]
+    assert listed("--state", "cancelled") == [cancelled]
+    assert listed("--state", "running") == [running, old]
+    assert listed("--since", "1h") == [running, cancelled, completed]
+    since = datetime.fromtimestamp(between, UTC).isoformat()
+    assert listed("--since", since) == [running]
+    assert listed("--limit", "2") == [running, cancelled]
+    table = cli(redis_url, "list", "--state", "completed", "--since", "30m")
+    assert table.returncode == 0, table.stderr
+    assert [line.split()[:3] for line in table.stdout.splitlines()[1:]] == [
+        [completed, "workflow", "completed"]
+    ]
+
+
+def test_every_command_prints_its_documented_json_shape(redis_url: str, tmp_path: Path) -> None:
+    file = write(tmp_path / "one.yaml", {"name": "one", "tasks": {"a": {"task": "tests.step"}}})
+    submitted = cli(redis_url, "submit", "--json", str(file))
+    assert submitted.returncode == 0, submitted.stderr
+    created = json.loads(submitted.stdout)
+    assert created == {"id": created["id"], "name": "one"}
+    workflow_id = created["id"]
+
+    status = json.loads(cli(redis_url, "status", "--json", workflow_id).stdout)
+    assert set(status) == {"id", "name", "state", "created_at", "ended_at", "counts", "tasks"}
+    assert set(status["tasks"]["a"]) == {
+        *("status", "error", "result", "started_at", "ended_at"),
+        *("duration", "task", "celery_id"),
+    }
+    cancelled = cli(redis_url, "cancel", "--json", workflow_id)
+    assert json.loads(cancelled.stdout) == {"id": workflow_id, "cancelled": 1}
+    watched = cli(redis_url, "watch", "--json", workflow_id)
+    assert watched.returncode == 1  # cancelled
+    assert json.loads(watched.stdout)["state"] == "cancelled"
+    [listed] = [json.loads(line) for line in cli(redis_url, "list", "--json").stdout.splitlines()]
+    assert set(listed) == {"id", "name", "state", "created_at", "ended_at", "tasks", "remaining"}
+    assert (listed["id"], listed["state"], listed["tasks"]) == (workflow_id, "cancelled", 1)
+    assert json.loads(cli(redis_url, "reindex", "--json").stdout) == {"added": 0}

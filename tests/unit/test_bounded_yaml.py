@@ -9,9 +9,11 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from personal_assistant.workers import bounded_yaml
 from personal_assistant.workers.bounded_yaml import (
     MAX_INT_DIGITS,
     InputFileError,
@@ -102,6 +104,26 @@ def test_hostile_yaml_is_one_error_naming_the_line(data: bytes, words: str, line
 
     assert words in error.reason
     assert error.line == line
+
+
+@pytest.mark.parametrize("parser", ["libyaml", "pure-python"])
+def test_a_forbidden_character_is_one_line_naming_the_file_line_and_column(
+    parser: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if parser == "pure-python":  # its reader counts characters, libyaml's counts UTF-8 bytes
+        monkeypatch.setattr(bounded_yaml, "_PARSER", yaml.SafeLoader)
+    error = refusal("name: x\nn\u00e9\u00e9: \x07\n".encode(), source="flows/nightly.yaml")
+
+    assert (error.line, error.column) == (2, 6)
+    assert str(error).startswith("flows/nightly.yaml: line 2, column 6: character #x0007: ")
+    assert "\n" not in str(error)
+    assert "<unicode string>" not in str(error)
+
+
+def test_a_syntax_error_names_the_line_and_the_column() -> None:
+    error = refusal(b"tasks:\n  a: [1, 2\n  b: 3\n", source="wf.yaml")
+
+    assert str(error).startswith("wf.yaml: line 3, column 4: ")
 
 
 def test_too_many_values_are_refused() -> None:

@@ -79,10 +79,11 @@ def test_redis_gets_ten_priority_steps_served_by_priority() -> None:
     assert options["queue_order_strategy"] == "priority"
 
 
-def test_the_default_priority_is_the_middle_level_and_the_maximum_nine() -> None:
+def test_no_default_priority_overrides_the_queues_and_the_maximum_is_nine() -> None:
     config = redis_config()
 
-    assert config["task_default_priority"] == c.PRIORITY_DEFAULT
+    # Celery merges task_default_priority into each task's options, over the route's priority.
+    assert "task_default_priority" not in config
     assert config["task_queue_max_priority"] == c.PRIORITY_MAX == 9
 
 

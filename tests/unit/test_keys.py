@@ -46,6 +46,8 @@ EXPECTED = {
     # Workflows.
     "WORKFLOW_KEY_PREFIX": "pa:wf:",
     "WORKFLOWS_OPEN_KEY": "pa:wf:open",
+    "WORKFLOWS_INDEX_KEY": "pa:wf:index",
+    "WORKFLOWS_EXPIRING_KEY": "pa:wf:expiring",
     # Dead letters.
     "DLQ_KEY": "pa:dlq",
     "DLQ_INDEX_KEY": "pa:dlq:index",
@@ -97,6 +99,8 @@ FIXED_KEYS = (
     "METRICS_SENT_KEY",
     "METRICS_DOMAIN_KEY",
     "WORKFLOWS_OPEN_KEY",
+    "WORKFLOWS_INDEX_KEY",
+    "WORKFLOWS_EXPIRING_KEY",
     "DLQ_KEY",
     "DLQ_INDEX_KEY",
     "ALERT_STATE_KEY",
@@ -177,6 +181,8 @@ def test_every_workflow_key_is_under_the_workflow_prefix() -> None:
         keys.workflow_meta_key("x"),
         keys.workflow_task_key("x", "y"),
         keys.WORKFLOWS_OPEN_KEY,
+        keys.WORKFLOWS_INDEX_KEY,
+        keys.WORKFLOWS_EXPIRING_KEY,
     ]
 
     assert all(key.startswith(keys.WORKFLOW_KEY_PREFIX) for key in built)

@@ -14,6 +14,7 @@ from personal_assistant.workers.broker.safety import BrokerSafetyHook
 from personal_assistant.workers.config import WorkerSettings, get_settings, is_redis_url
 from personal_assistant.workers.hooks.default_priority import DefaultPriorityHook
 from personal_assistant.workers.hooks.mask_secrets import MaskSecretsHook
+from personal_assistant.workers.hooks.startup import StartupHook
 from personal_assistant.workers.hooks.timer_heap import TimerHeapHook
 from personal_assistant.workers.hooks.worker_queue import WorkerQueueHook
 from personal_assistant.workers.metrics.hook import MetricsHook, PublishTimestampHook, SentCountHook
@@ -30,6 +31,7 @@ def create_app(settings: WorkerSettings | None = None) -> WorkerApp:
     check_kombu()
     app = WorkerApp(settings or get_settings())
     app.hooks.add(MaskSecretsHook())
+    app.hooks.add(StartupHook(app))  # before MetricsHook, whose heartbeat claims the node name
     app.hooks.add(DefaultPriorityHook())
     app.hooks.add(WorkerQueueHook(app.settings))
     app.hooks.add(TimerHeapHook())

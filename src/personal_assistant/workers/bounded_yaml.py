@@ -3,8 +3,9 @@
 PyYAML's safe loader is safe from code execution, not from exhaustion: 601 bytes of nested
 aliases expand to gigabytes, a 100,000-deep list ends in RecursionError, ``.inf`` and ``1e400``
 are floats no duration can hold, ``/dev/zero`` never ends. This module reads and parses under
-fixed limits and turns every problem into one :class:`InputFileError` that names the file and
-the line:
+fixed limits and turns every problem into one :class:`InputFileError`, one line that names the
+file and the line (and the column of a syntax error or a forbidden character; never PyYAML's
+``<unicode string>``):
 
 - a regular file only, at most ``max_bytes`` (read stops one byte past the cap);
 - UTF-8 only;
@@ -50,10 +51,14 @@ _MAP_TAG: Final = "tag:yaml.org,2002:map"
 class InputFileError(ValueError):
     """A file (or text) users handed us cannot be read as plain data; the message says where."""
 
-    def __init__(self, source: str, reason: str, line: int | None = None) -> None:
+    def __init__(
+        self, source: str, reason: str, line: int | None = None, column: int | None = None
+    ) -> None:
         where = f"{source}: line {line}" if line is not None else source
+        if line is not None and column is not None:
+            where += f", column {column}"
         super().__init__(f"{where}: {reason}")
-        self.source, self.reason, self.line = source, reason, line
+        self.source, self.reason, self.line, self.column = source, reason, line, column
 
 
 @dataclass(frozen=True)
@@ -113,11 +118,11 @@ def compose(text: str, source: str, limits: Limits = Limits()) -> yaml.Node | No
     try:
         parser = _PARSER(text)
     except yaml.YAMLError as exc:  # the pure-Python reader checks the characters up front
-        raise _input_error(source, exc) from None
+        raise _input_error(source, exc, text) from None
     try:
         return _compose_events(parser, source, limits)
     except yaml.YAMLError as exc:
-        raise _input_error(source, exc) from None
+        raise _input_error(source, exc, text) from None
     finally:
         parser.dispose()
 
@@ -202,13 +207,29 @@ def _at(source: str, event: Any, reason: str) -> InputFileError:
     return InputFileError(source, reason, None if mark is None else mark.line + 1)
 
 
-def _input_error(source: str, exc: yaml.YAMLError) -> InputFileError:
+def _input_error(source: str, exc: yaml.YAMLError, text: str) -> InputFileError:
+    """One line naming ``source``, the line and the column: PyYAML's own messages name
+    ``<unicode string>`` (it was handed text, not the file) and span lines."""
     if isinstance(exc, yaml.MarkedYAMLError):
         mark = exc.problem_mark or exc.context_mark
         line = None if mark is None else mark.line + 1
+        column = None if mark is None else mark.column + 1
         reason = str(exc.problem or exc.context or "not valid YAML")
-        return InputFileError(source, short_repr(reason, 200, quote=False), line)
+        return InputFileError(source, short_repr(reason, 200, quote=False), line, column)
+    if isinstance(exc, yaml.reader.ReaderError) and isinstance(exc.character, int):
+        line, column = _line_and_column(text, exc.position, exc.character)
+        reason = f"character #x{exc.character:04x}: {exc.reason}"
+        return InputFileError(source, reason, line, column)
     return InputFileError(source, short_repr(str(exc), 200, quote=False))
+
+
+def _line_and_column(text: str, position: int, character: int) -> tuple[int, int]:
+    """1-based line and column of a reader error's ``position``: a character index from the
+    pure-Python reader, a UTF-8 byte offset from libyaml's."""
+    if not (0 <= position < len(text) and ord(text[position]) == character):
+        position = len(text.encode("utf-8")[:position].decode("utf-8", "ignore"))
+    before = text[:position]
+    return before.count("\n") + 1, position - (before.rfind("\n") + 1) + 1
 
 
 def node_line(node: yaml.Node) -> int:
@@ -302,7 +323,7 @@ def _load_json(text: str, source: str, limits: Limits) -> Any:
             object_pairs_hook=_unique_keys,
         )
     except json.JSONDecodeError as exc:
-        raise InputFileError(source, exc.msg, exc.lineno) from None
+        raise InputFileError(source, exc.msg, exc.lineno, exc.colno) from None
     except RecursionError:
         raise InputFileError(source, f"nested deeper than {limits.max_depth} levels") from None
     except _Refused as exc:

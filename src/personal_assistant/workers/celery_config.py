@@ -89,7 +89,10 @@ def build_celery_config(settings: WorkerSettings) -> dict[str, Any]:
         "task_default_queue": c.DEFAULT_QUEUE,
         "task_default_exchange": c.DEFAULT_QUEUE,
         "task_default_routing_key": c.DEFAULT_QUEUE,
-        "task_default_priority": c.PRIORITY_DEFAULT,
+        # No task_default_priority: Celery 5.7 merges it into every registered task's options,
+        # where it overrides the route's (queue's) priority, so an ai task sent by apply_async,
+        # or by send_task in a finalized app (a worker, beat), went out at 5 instead of 9.
+        # DefaultPriorityHook gives PRIORITY_DEFAULT to a message that has no priority at all.
         "task_queue_max_priority": c.PRIORITY_MAX,
         # Reliability.
         "task_acks_late": True,

@@ -174,6 +174,15 @@ WORKFLOW_KEY_PREFIX: Final = "pa:wf:"
 # Set of the ids of workflows still running. Added at submit and removed at the end by the
 # runtime; read by the periodic timeout sweep. Bounded by the workflows running.
 WORKFLOWS_OPEN_KEY: Final = "pa:wf:open"
+# Sorted set: workflow id -> its creation time (Unix), so `workflow list` finds workflows newest
+# first without a SCAN. Added in the submit's transaction (workflows/index.py); read by
+# `workflow list`. Bounded by the workflows whose keys exist: each id leaves it, with the set
+# below, once its keys have expired (every submit and list removes those, a batch at a time).
+WORKFLOWS_INDEX_KEY: Final = "pa:wf:index"
+# Sorted set: workflow id -> when its keys expire (its end + runtime.FINISHED_TTL_S). Added in
+# the transaction that ends the workflow, with the same expiry its keys get; read by the trim
+# above. Bounded by the workflows ended within that retention.
+WORKFLOWS_EXPIRING_KEY: Final = "pa:wf:expiring"
 
 
 def workflow_definition_key(workflow_id: str) -> str:
@@ -183,9 +192,9 @@ def workflow_definition_key(workflow_id: str) -> str:
 
 
 def workflow_meta_key(workflow_id: str) -> str:
-    """Hash: the workflow's name, state, times and its ``remaining`` and ``failed_leaves``
-    counters, written at submit and by the commit that ends a task. Expires with the
-    definition."""
+    """Hash: the workflow's name, state, times, task count (``tasks``) and its ``remaining``
+    and ``failed_leaves`` counters, written at submit and by the commit that ends a task.
+    Expires with the definition."""
     return f"{WORKFLOW_KEY_PREFIX}{workflow_id}:meta"
 
 

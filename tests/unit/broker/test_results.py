@@ -16,6 +16,7 @@ from celery.backends.redis import RedisBackend, SentinelBackend
 from personal_assistant.workers.broker.results import LeanRedisBackend, backend_class_for
 from personal_assistant.workers.celery_app import WorkerApp, create_app
 from personal_assistant.workers.config import load_settings
+from tests.support.waiting import wait_for
 
 
 @pytest.fixture
@@ -156,3 +157,35 @@ def test_only_celerys_plain_redis_backend_is_replaced() -> None:
     assert backend_class_for(RedisBackend) is LeanRedisBackend
     assert backend_class_for(SentinelBackend) is SentinelBackend
     assert backend_class_for(LeanRedisBackend) is LeanRedisBackend
+
+
+def test_a_started_state_sent_without_waiting_lands_before_the_next_store(
+    app: WorkerApp, redis_client: redis.Redis
+) -> None:
+    backend = app.backend
+    task_id = str(uuid.uuid4())
+    pool = backend.client.connection_pool
+
+    backend.store_started_soon(task_id, {"pid": 1, "hostname": "w@h"})
+
+    wait_for(lambda: redis_client.get(backend.get_key_for_task(task_id)) is not None, timeout=2)
+    assert stored(redis_client, backend, task_id)["status"] == states.STARTED
+    assert len(pool._in_use_connections) == 1  # its reply not read yet: not back in the pool
+    backend.mark_as_done(task_id, "ok")
+    assert stored(redis_client, backend, task_id)["status"] == states.SUCCESS
+    assert len(pool._in_use_connections) == 0
+
+
+def test_a_started_state_redis_refuses_is_dropped_and_the_result_still_stored(
+    app: WorkerApp, redis_client: redis.Redis
+) -> None:
+    backend = app.backend
+    first, second = str(uuid.uuid4()), str(uuid.uuid4())
+    backend.store_started_soon(first, {"pid": 1})
+    backend.mark_as_done(first, 1)
+    redis_client.script_flush()  # Redis restarted: the script is gone, the connection lives
+
+    backend.store_started_soon(second, {"pid": 1})
+    backend.mark_as_done(second, 2)
+
+    assert stored(redis_client, backend, second)["result"] == 2

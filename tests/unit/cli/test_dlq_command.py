@@ -95,16 +95,33 @@ def test_list_as_json_prints_one_entry_per_line(
     assert DeadLetter.from_json(lines[0]) == letters[1]
 
 
-def test_show_prints_the_whole_letter_with_its_traceback(
+def test_show_prints_the_letter_a_field_a_line_and_its_traceback_as_printed(
     redis_url: str, tmp_path: Path, letters: list[DeadLetter]
 ) -> None:
     proc = dlq_cli(redis_url, tmp_path, "show", letters[0].id)
+
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0] == f"id:        {letters[0].id}"
+    assert f"task:      {PROBE} (task id task-1)" in lines
+    assert "error:     PermanentError: boom 1" in lines
+    assert "args:      [1]" in lines
+    # The traceback's own lines, not one JSON string full of "\n".
+    assert lines[-4:] == ["traceback:", *TRACEBACK.splitlines()]
+    assert "\\n" not in proc.stdout
+
+
+def test_show_as_json_prints_the_letter_as_stored(
+    redis_url: str, tmp_path: Path, letters: list[DeadLetter]
+) -> None:
+    proc = dlq_cli(redis_url, tmp_path, "show", letters[0].id, "--json")
 
     assert proc.returncode == 0, proc.stderr
     shown = json.loads(proc.stdout)
     assert shown["traceback"] == TRACEBACK
     assert shown["task_name"] == PROBE
     assert shown["exception"] == "boom 1"
+    assert DeadLetter.from_json(proc.stdout) == letters[0]
 
 
 def test_show_of_an_unknown_id_fails_saying_there_is_no_such_letter(
@@ -122,9 +139,20 @@ def test_purge_without_ids_or_all_is_a_usage_error_and_deletes_nothing(
 ) -> None:
     proc = dlq_cli(redis_url, tmp_path, "purge")
 
-    assert proc.returncode == 2
-    assert "name the dead letters to purge, or pass --all" in proc.stderr
+    assert proc.returncode == 64
+    assert proc.stderr == "Error: name the dead letters to purge, or pass --all\n"
     assert len(dlq) == 2
+
+
+def test_an_unknown_option_is_one_line_and_clicks_exit_code_2(
+    redis_url: str, tmp_path: Path, letters: list[DeadLetter]
+) -> None:
+    proc = dlq_cli(redis_url, tmp_path, "list", "--bogus")
+
+    assert proc.returncode == 2
+    [line] = proc.stderr.splitlines()
+    assert line.startswith("Error: No such option '--bogus' (see '")
+    assert line.endswith(" dlq list --help')")
 
 
 def test_purge_all_with_yes_empties_the_queue(
@@ -171,6 +199,21 @@ def test_replay_sends_the_task_again_and_removes_the_letter(
     bucket_list = redis_list_names(c.FILE_QUEUE)[redis_bucket_for(4)]
     assert redis_client.llen(bucket_list) == 1
     assert [x.id for x in dlq.list()] == [letters[1].id]
+
+
+def test_replay_and_purge_as_json_say_what_they_did(
+    redis_url: str, tmp_path: Path, dlq: DeadLetterQueue, letters: list[DeadLetter]
+) -> None:
+    replay = dlq_cli(redis_url, tmp_path, "replay", letters[0].id, "nope", "--json")
+    purge = dlq_cli(redis_url, tmp_path, "purge", letters[1].id, "--json")
+
+    assert replay.returncode == 1
+    data = json.loads(replay.stdout)
+    assert [item["id"] for item in data["replayed"]] == [letters[0].id]
+    assert data["refused"] == [{"id": "nope", "problem": "no dead letter with id nope"}]
+    assert purge.returncode == 0, purge.stderr
+    assert json.loads(purge.stdout) == {"purged": 1}
+    assert len(dlq) == 0
 
 
 def test_replay_of_an_unknown_id_fails_and_keeps_the_others(

@@ -347,7 +347,14 @@ def test_a_worker_dying_after_a_stop_request_is_not_restarted(
 ) -> None:
     supervisor = make_supervisor(3)
     delays = stop_after(supervisor, sleeps=1)
-    supervisor.stopping = True  # Ctrl-C arrived while the worker ran
+    run_worker = supervisor._run_worker
+
+    def run_then_ctrl_c(command: list[str]) -> tuple[int, float]:
+        ended = run_worker(command)
+        supervisor.stopping = True  # Ctrl-C arrived while the worker ran
+        return ended
+
+    supervisor._run_worker = run_then_ctrl_c  # type: ignore[method-assign]
 
     assert supervisor.run() == 0
     assert start_count(starts) == 1

@@ -392,10 +392,10 @@ def test_a_yaml_syntax_error_is_reported_with_its_place(tmp_path: Path) -> None:
     assert "line" in problems[0]
 
 
-def test_a_json_syntax_error_is_reported_with_its_line(tmp_path: Path) -> None:
+def test_a_json_syntax_error_is_reported_with_its_line_and_column(tmp_path: Path) -> None:
     problems = file_problems(write(tmp_path, "wf.json", '{\n  "tasks": {,}\n}\n'))
     assert len(problems) == 1
-    assert "wf.json: line 2:" in problems[0]
+    assert "wf.json: line 2, column 13: Expecting property name" in problems[0]
 
 
 def test_a_missing_file_is_reported(tmp_path: Path) -> None:
@@ -465,7 +465,10 @@ def test_a_file_of_exactly_the_size_limit_is_read(tmp_path: Path) -> None:
         ("deadline: " + "9" * 5000 + "\n", "line 1: the number '99999"),
         ("tasks:\n  ? [a, b]\n  : 1\n", "line 2: a key must be a single value"),
         ("name: caf\xe9\n", "line 1: not UTF-8 (byte 0xe9)"),
-        ("tasks: " + "[" * 100_000 + "]" * 100_000 + "\n", "line 1: "),
+        ("tasks: " + "[" * 100_000 + "]" * 100_000 + "\n", "line 1, column "),
+        ("name: x\ntasks: {a: {task: x}\n", "line 3, column 1: did not find expected ','"),
+        ("name: x\x07\n", "line 1, column 8: character #x0007: "),
+        ("name: x\ntasks:\n  ab: \x01\n", "line 3, column 7: character #x0001: "),
         ("tasks: " + "[" * 40 + "]" * 40 + "\n", "line 1: nested deeper than 32 levels"),
         ("name: &n x\ntasks: *n\n", "line 2: aliases (*name) are not allowed"),
         ("tasks: !!set {a, b}\n", "line 1: tag 'tag:yaml.org,2002:set' is not allowed"),
@@ -477,6 +480,9 @@ def test_a_file_of_exactly_the_size_limit_is_read(tmp_path: Path) -> None:
         "unhashable-key",
         "not-utf8",
         "100k-deep",
+        "syntax",
+        "control-character",
+        "control-character-further-down",
         "40-deep",
         "alias",
         "set",
@@ -490,6 +496,8 @@ def test_a_hostile_yaml_file_is_one_validation_error_naming_the_file_and_line(
     problems = file_problems(path)
     assert len(problems) == 1
     assert problems[0].startswith(f"{path}: {reason}")
+    assert "\n" not in problems[0]
+    assert "<unicode string>" not in problems[0]
 
 
 @pytest.mark.parametrize(

@@ -88,6 +88,57 @@ def test_an_unregistered_task_is_reported_once_as_unknown() -> None:
     assert error.problems == ["a: unknown Celery task 'nope.missing'"]
 
 
+# --- did you mean ----------------------------------------------------------------------------
+
+RUN_AI_TASK = "personal_assistant.workers.tasks.ai_tasks.run_ai_task"
+SEND_EMAIL = "personal_assistant.workers.tasks.email_tasks.send_email"
+KNOWN = frozenset({*REGISTERED, RUN_AI_TASK, SEND_EMAIL, "tests.step"})
+
+
+@pytest.mark.parametrize(
+    ("written", "meant"),
+    [
+        ("personal_assistant.workers.tasks.ai_tasks.run_ai_tsk", RUN_AI_TASK),
+        ("personal_assistant.workers.tasks.ai_task.probe", AI_PROBE),
+        ("personal_assistant.workers.tasks.email_tasks.send_emial", SEND_EMAIL),
+        ("ai_tasks.probe", AI_PROBE),
+        ("run_ai_tsk", RUN_AI_TASK),
+    ],
+    ids=["typo", "module-typo", "swapped-letters", "short-form", "function-only-typo"],
+)
+def test_a_misspelt_task_name_is_told_the_allowed_task_it_most_likely_meant(
+    written: str, meant: str
+) -> None:
+    error = refused({"tasks": {"a": {"task": written}}}, known_tasks=KNOWN)
+    assert error.problems == [f"a: unknown Celery task '{written}'; did you mean '{meant}'?"]
+
+
+def test_a_suggestion_is_never_a_task_the_workflow_policy_refuses() -> None:
+    written = CLEANUP_OLD_LOGS[:-1] + "z"  # a maintenance task: registered, never allowed
+    error = refused({"tasks": {"a": {"task": written}}}, known_tasks=KNOWN)
+    assert error.problems == [f"a: unknown Celery task '{written}'"]
+
+
+def test_a_task_the_settings_allow_is_suggested_too() -> None:
+    policy = WorkflowTaskPolicy.from_patterns(["tests.*"])
+    error = refused({"tasks": {"a": {"task": "tests.stepp"}}}, known_tasks=KNOWN, policy=policy)
+    assert error.problems == ["a: unknown Celery task 'tests.stepp'; did you mean 'tests.step'?"]
+
+
+def test_misspellings_are_listed_with_the_other_problems_one_line_each() -> None:
+    raw = {
+        "tasks": {
+            "a": {"task": "ai_tasks.probe"},
+            "b": {"task": RUN_AI_TASK, "depends_on": ["missing"]},
+        }
+    }
+    error = refused(raw, known_tasks=KNOWN)
+    assert error.problems == [
+        f"a: unknown Celery task 'ai_tasks.probe'; did you mean '{AI_PROBE}'?",
+        "b: depends on unknown task 'missing'",
+    ]
+
+
 # --- the size of the arguments --------------------------------------------------------------
 
 

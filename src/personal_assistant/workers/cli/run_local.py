@@ -11,7 +11,16 @@ A worker whose main process dies (an unrecoverable error, the OOM killer) is sta
 after 1 s, then 2, 4, ... up to a minute while it keeps dying young; a worker that ran for
 a minute starts again after 1 s. Each restart is logged with the exit status. A worker that
 exits because its configuration is wrong (exit code 2 or 78) is not restarted: it would fail
-the same way; nor is one that stopped cleanly (exit code 0, ``celery control shutdown``).
+the same way; nor is one that stopped cleanly (exit code 0, ``celery control shutdown``), nor
+one refused because a running worker has its node name (exit code 73).
+
+One run per data directory: the supervisor holds DATA_DIR/run.lock (data_dir_lock.py) from
+start to exit, and its worker and Redis hold it with it. A second run there exits with 73
+(Celery's code for "already running") and one line naming the holder; a lock whose holder was
+killed is taken over, saying so. The private Redis is this run's: a run on another DATA_DIR
+whose broker URL reaches it is refused too (it would lose its broker when this run stops). On
+Linux the children are told to stop when the supervisor dies (SIGKILL included), so a killed
+run leaves nothing running for long.
 """
 
 from __future__ import annotations
@@ -19,20 +28,28 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 from types import FrameType
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
-import redis
 from sqlalchemy.exc import SQLAlchemyError
 
-from personal_assistant.workers import constants as c
-from personal_assistant.workers import redis_clients
+from personal_assistant.workers.cli.data_dir_lock import (
+    EX_CANTCREAT,
+    DataDirLock,
+    RunRefused,
+    format_time,
+    private_redis_owner,
+)
+from personal_assistant.workers.cli.private_redis import (
+    LOCAL_HOSTS,
+    PrivateRedis,
+    broker_answers,
+    follow_parent,
+)
 from personal_assistant.workers.config import (
     ConfigError,
     WorkerSettings,
@@ -43,131 +60,21 @@ from personal_assistant.workers.config import (
 from personal_assistant.workers.store import migrate
 from personal_assistant.workers.store.engine import dispose_all
 
+__all__ = ["PrivateRedis", "Supervisor", "broker_answers", "describe_exit", "main"]
+
 logger = logging.getLogger("personal_assistant.workers.run")
 
-LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 # Celery's warm shutdown waits for running tasks; past this, the supervisor stops waiting.
 WORKER_STOP_TIMEOUT_S = 60.0
-REDIS_START_TIMEOUT_S = 15.0
 # Restart back-off: doubling from 1 s to a minute; a worker that lived a minute starts over.
 RESTART_FIRST_DELAY_S = 1.0
 RESTART_MAX_DELAY_S = 60.0
 RESTART_STABLE_AFTER_S = 60.0
 # Exit codes that mean "your configuration is wrong" (usage error, sysexits EX_CONFIG).
 CONFIG_EXIT_CODES = frozenset({2, 78})
-
-
-def broker_answers(url: str, timeout: float = c.REDIS_PROBE_TIMEOUT_S) -> bool:
-    """True when a Redis server answers PING at ``url`` within ``timeout`` (one try)."""
-    try:
-        client = redis_clients.probe_client(url, timeout)
-        try:
-            return bool(client.ping())
-        finally:
-            client.close()
-    except (redis.RedisError, OSError):
-        return False
-
-
-class PrivateRedis:
-    """A redis-server owned by ``make run``: AOF persistence, noeviction, loopback only.
-
-    Its settings, the password among them, are in DATA_DIR/redis/redis.conf (mode 0600, removed
-    on stop), never on its command line, which every user of the machine can read (ps).
-    """
-
-    def __init__(self, url: str, data_dir: Path) -> None:
-        parts = urlsplit(url)
-        self.url = url
-        self.port = parts.port or 6379
-        # As redis-py reads them from the URL: percent-decoded.
-        self.username = unquote(parts.username) if parts.username else None
-        self.password = unquote(parts.password) if parts.password else None
-        self.data_dir = data_dir / "redis"
-        self.config_file = self.data_dir / "redis.conf"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def config(self) -> str:
-        """The server's redis.conf: today's settings plus the password (and the URL's user)."""
-        lines = [
-            f"port {self.port}",
-            "bind 127.0.0.1 -::1",
-            f"dir {_conf_quote(str(self.data_dir.resolve()))}",
-            "appendonly yes",
-            "maxmemory-policy noeviction",
-            "logfile redis.log",  # relative to dir, which is set above
-        ]
-        if self.password:
-            lines.append(f"requirepass {_conf_quote(self.password)}")
-            if self.username and self.username != "default":
-                # redis-py sends AUTH user password: give the URL's user the same rights.
-                rule = _conf_quote(">" + self.password)
-                lines.append(f"user {_conf_quote(self.username)} on {rule} ~* &* +@all")
-        return "\n".join(lines) + "\n"
-
-    def write_config(self) -> Path:
-        """Write redis.conf readable by this user only (a file left from a crash is replaced,
-        and a link planted in its place is not followed)."""
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.config_file.unlink(missing_ok=True)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-        with os.fdopen(os.open(self.config_file, flags, 0o600), "wb") as out:
-            out.write(self.config().encode())
-        return self.config_file
-
-    def start(self) -> None:
-        """Start the server and wait for it to answer; raise RuntimeError if it does not."""
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise RuntimeError(
-                "no broker answers and redis-server is not installed "
-                "(`apt-get install redis-server`, or set CELERY_BROKER_URL)"
-            )
-        config_file = self.write_config()
-        self.process = subprocess.Popen(  # noqa: S603 - our argv
-            [binary, str(config_file.resolve())], start_new_session=True
-        )
-        deadline = time.monotonic() + REDIS_START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(
-                    f"redis-server exited with {self.process.returncode}; "
-                    f"see {self.data_dir / 'redis.log'}"
-                )
-            if broker_answers(self.url, timeout=0.2):
-                logger.info(
-                    "started a private Redis on port %d (data in %s)", self.port, self.data_dir
-                )
-                return
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"redis-server did not answer on port {self.port}")
-
-    def stop(self) -> None:
-        """Stop the server; it writes its AOF on SIGTERM."""
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-            logger.info("stopped the private Redis")
-        self.config_file.unlink(missing_ok=True)
-
-
-def _conf_quote(value: str) -> str:
-    """``value`` as one argument of redis.conf: double-quoted, with '"', '\\' and control
-    characters escaped (redis splits config lines as its own shell-like parser does)."""
-    escaped = []
-    for char in value:
-        if char in '"\\':
-            escaped.append("\\" + char)
-        elif ord(char) < 0x20 or ord(char) == 0x7F:
-            escaped.append(f"\\x{ord(char):02x}")
-        else:
-            escaped.append(char)
-    return '"' + "".join(escaped) + '"'
+# The worker's node name is held by a running worker (hooks/startup.py): a restart would be
+# refused the same way until the operator stops that one or renames this one.
+NAME_TAKEN_EXIT_CODE = EX_CANTCREAT
 
 
 def worker_command(settings: WorkerSettings) -> list[str]:
@@ -203,6 +110,18 @@ class Supervisor:
         self.redis: PrivateRedis | None = None
         self.worker: subprocess.Popen[bytes] | None = None
         self.stopping = False
+        self.lock = DataDirLock(settings.data_dir, settings.celery_broker_url)
+
+    def lock_data_dir(self) -> None:
+        """Hold the data directory's lock (RunRefused when another run holds it)."""
+        stale = self.lock.acquire()
+        if stale is not None:
+            logger.warning(
+                "taking over %s from make run pid %d (since %s), which ended without releasing it",
+                self.lock.path,
+                stale.pid,
+                format_time(stale.started_at),
+            )
 
     def ensure_broker(self) -> None:
         """Use the configured broker, or start a private Redis where it should be."""
@@ -210,6 +129,16 @@ class Supervisor:
         if not is_redis_url(url):
             return  # RabbitMQ and others: the operator runs them.
         if broker_answers(url):
+            owner = private_redis_owner(url, self.settings.data_dir)
+            if owner is not None:
+                owner_dir, holder = owner
+                who = f" ({holder.describe(broker=False)})" if holder else ""
+                raise RunRefused(
+                    f"the broker at {mask_url(url)} is the private Redis of the make run in "
+                    f"{owner_dir}{who}: it stops with that run; give this run a "
+                    "CELERY_BROKER_URL on another port (it starts its own there) or a Redis "
+                    "of your own"
+                )
             logger.info("using the broker at %s", mask_url(url))
             return
         host = urlsplit(url).hostname or ""
@@ -218,7 +147,8 @@ class Supervisor:
                 f"no broker answers at {mask_url(url)}, and it is not on this "
                 "machine, so none is started for it"
             )
-        self.redis = PrivateRedis(url, self.settings.data_dir)
+        keep = (self.lock.fd,) if self.lock.fd is not None else ()
+        self.redis = PrivateRedis(url, self.settings.data_dir, keep_fds=keep)
         self.redis.start()
 
     def migrate_store(self) -> None:
@@ -235,7 +165,18 @@ class Supervisor:
             logger.info("store %s migrated: %s -> %s", mask_url(url), result.before, result.after)
 
     def run(self) -> int:
-        """Start everything, wait for the worker, stop everything; return the exit code."""
+        """Start everything, wait for the worker, stop everything; return the exit code.
+
+        Raises RunRefused (before starting anything) when another run holds the data
+        directory or its private Redis is the configured broker.
+        """
+        self.lock_data_dir()
+        try:
+            return self._run_locked()
+        finally:
+            self.lock.release()
+
+    def _run_locked(self) -> int:
         for directory in (*self.settings.cleanup_temp_roots, *self.settings.cleanup_log_roots):
             directory.mkdir(parents=True, exist_ok=True)
         signal.signal(signal.SIGINT, self._on_signal)
@@ -246,11 +187,16 @@ class Supervisor:
             command = worker_command(self.settings)
             delay = RESTART_FIRST_DELAY_S
             while True:
+                if self.stopping:
+                    return 0  # Ctrl-C came while Redis or the store were being set up
                 code, lived = self._run_worker(command)
                 if self.stopping or code == 0:
                     return 0  # stopped on purpose (Ctrl-C here, or `celery control shutdown`)
                 if code in CONFIG_EXIT_CODES:
                     logger.error("the worker exited with %d (configuration): not restarted", code)
+                    return code
+                if code == NAME_TAKEN_EXIT_CODE:
+                    logger.error("the worker's node name is taken (exit %d): not restarted", code)
                     return code
                 delay = RESTART_FIRST_DELAY_S if lived >= RESTART_STABLE_AFTER_S else delay
                 logger.warning(
@@ -272,8 +218,15 @@ class Supervisor:
         logger.info("starting: %s", " ".join(command[1:]))
         started = time.monotonic()
         self.worker = subprocess.Popen(  # noqa: S603 - argv built here, no shell
-            command, start_new_session=True, env=os.environ.copy()
+            command,
+            start_new_session=True,
+            env=os.environ.copy(),
+            # The worker uses the data directory: it holds the lock with this supervisor.
+            pass_fds=(self.lock.fd,) if self.lock.fd is not None else (),
+            preexec_fn=follow_parent(os.getpid()),  # noqa: PLW1509 - no thread runs here
         )
+        if self.stopping:  # Ctrl-C came while it was being started: _on_signal missed it
+            self.worker.terminate()
         while self.worker.poll() is None:
             time.sleep(0.2)
         # A main process that died leaves its pool children and its embedded beat behind (they
@@ -324,6 +277,9 @@ def describe_exit(code: int) -> str:
 def main() -> int:
     """Entry point of ``make run``."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s run: %(message)s")
+    # Alembic's INFO lines (plugins, "Context impl SQLiteImpl") say nothing to an operator:
+    # migrate_store logs what changed.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
         settings = load_settings()
     except ConfigError as exc:
@@ -331,6 +287,9 @@ def main() -> int:
         return 2
     try:
         return Supervisor(settings).run()
+    except RunRefused as exc:
+        sys.stderr.write(f"make run: {exc}\n")
+        return exc.exit_code
     except RuntimeError as exc:
         sys.stderr.write(f"make run: {exc}\n")
         return 1

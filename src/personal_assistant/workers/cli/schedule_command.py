@@ -16,8 +16,9 @@ sends a run whether a beat runs or not.
                   (Unix seconds or null), "run_count", "skips" ({reason: count}),
                   "last_skip", "problem" (why an invalid entry cannot run, else null)}, ...]}
 
-Errors are one line starting ``error: ``; exit codes (cli/schedule_options.py): 64 for bad
-input (nothing stored), 69 when Redis does not answer, 1 otherwise (an unknown entry name).
+Errors are one line, ``Error: ...``; exit codes (cli/schedule_options.py): 64 for bad input
+(nothing stored), 2 for click's own usage errors, 69 when Redis does not answer, 1 otherwise
+(an unknown entry name).
 """
 
 from __future__ import annotations
@@ -29,8 +30,6 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import click
-import redis
-from kombu.exceptions import OperationalError
 from rich.console import Console
 from rich.measure import Measurement
 from rich.table import Table
@@ -39,13 +38,15 @@ from rich.text import Text
 from personal_assistant.workers import constants as c
 from personal_assistant.workers import redis_clients, routing
 from personal_assistant.workers.cli.schedule_options import (
-    BadInput,
-    CommandError,
-    Unavailable,
+    ClickUsage,
+    OpsCommand,
+    OpsGroup,
     add_options,
     entry_data,
     suggestion,
+    usage_line,
 )
+from personal_assistant.workers.cli.terminal import CommandFailed, UsageError, console
 from personal_assistant.workers.config import is_redis_url, mask_url
 from personal_assistant.workers.schedulers.beat_catalogue import (
     Catalogue,
@@ -98,32 +99,20 @@ NARROW_COLUMNS: Columns = (
 NO_EDGE = 100_000
 
 
-class ScheduleGroup(click.Group):
-    """The ``schedule`` group: a sub-command's usage error is one line and exit code 64 (not
-    click's usage text and 2), and Redis (or the broker) not answering one line and 69."""
+class ScheduleCommand(OpsCommand):
+    """A ``schedule`` sub-command: click's usage error for an entry names the entry."""
 
-    def invoke(self, ctx: click.Context) -> Any:
-        """Run the sub-command, its failures turned into one-line errors."""
-        try:
-            return super().invoke(ctx)
-        except click.UsageError as exc:
-            name = exc.ctx.params.get("name") if exc.ctx is not None else None
-            message = exc.format_message()
-            raise (_bad(name, message) if name else BadInput(message)) from None
-        except (redis.ConnectionError, redis.TimeoutError, OperationalError) as exc:
-            raise Unavailable(f"cannot reach Redis at {_url(ctx)}: {_reason(exc)}") from None
-        except redis.RedisError as exc:
-            raise CommandError(f"Redis at {_url(ctx)}: {_reason(exc)}") from None
+    def usage_error(self, exc: click.UsageError) -> ClickUsage:
+        """``beat entry 'NAME': <click's message>`` when NAME was read, else click's message."""
+        name = exc.ctx.params.get("name") if exc.ctx is not None else None
+        line = usage_line(exc)
+        return ClickUsage(str(EntryError(name, line.message))) if name else line
 
 
-def _url(ctx: click.Context) -> str:
-    app = getattr(ctx.obj, "app", None)
-    return mask_url(str(app.conf.broker_url)) if app is not None else "(unknown)"
+class ScheduleGroup(OpsGroup):
+    """The ``schedule`` group: one-line errors (cli/schedule_options.py), the entry named."""
 
-
-def _reason(exc: BaseException) -> str:
-    text = mask_url(str(exc).strip()) or type(exc).__name__
-    return " ".join(text.split())
+    command_class = ScheduleCommand
 
 
 def _app(ctx: click.Context) -> WorkerApp:
@@ -136,7 +125,7 @@ def _store(ctx: click.Context) -> EntryStore:
     """The store of run-time changes, in the broker's Redis (where beat keeps its state)."""
     url = str(_app(ctx).conf.broker_url)
     if not is_redis_url(url):
-        raise CommandError(f"the beat schedule lives in Redis; the broker {mask_url(url)} is not")
+        raise UsageError(f"the beat schedule lives in Redis; the broker {mask_url(url)} is not")
     return EntryStore(redis_clients.client_for(url))
 
 
@@ -150,12 +139,12 @@ def _added_names(store: EntryStore) -> set[str]:
     return set(added) | set(broken)
 
 
-def _bad(name: str, problem: str) -> BadInput:
-    return BadInput(str(EntryError(name, problem)))
+def _bad(name: str, problem: str) -> UsageError:
+    return UsageError(str(EntryError(name, problem)))
 
 
-def _unknown(name: str, known: set[str]) -> CommandError:
-    return CommandError(f"no entry named {name!r}{suggestion(name, known)}")
+def _unknown(name: str, known: set[str]) -> CommandFailed:
+    return CommandFailed(f"no entry named {name!r}{suggestion(name, known)}")
 
 
 def _when(ts: float | None) -> str:
@@ -215,15 +204,15 @@ def _build_table(rows: list[EntryRow], groups: Columns, width: int) -> Table:
     return table
 
 
-def _table(rows: list[EntryRow], console: Console) -> Table:
+def _table(rows: list[EntryRow], out: Console) -> Table:
     """One line per entry when that fits the terminal; else fewer columns of several lines
     each (ten columns in 80 characters would cut every name and time into pieces)."""
-    wide = _build_table(rows, WIDE_COLUMNS, console.width)
+    wide = _build_table(rows, WIDE_COLUMNS, out.width)
     # Measured as if the terminal had no edge: the table's natural width, one line per entry.
-    natural = Measurement.get(console, console.options.update_width(NO_EDGE), wide).maximum
-    if natural <= console.width:
+    natural = Measurement.get(out, out.options.update_width(NO_EDGE), wide).maximum
+    if natural <= out.width:
         return wide
-    return _build_table(rows, NARROW_COLUMNS, console.width)
+    return _build_table(rows, NARROW_COLUMNS, out.width)
 
 
 @click.group(name="schedule", cls=ScheduleGroup)
@@ -232,11 +221,19 @@ def schedule() -> None:
 
 
 @schedule.command(name="list")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object (see the module's doc).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object (shape above).")
 @click.pass_context
 def list_entries(ctx: click.Context, as_json: bool) -> None:
     """Every entry (declared in code, added, and invalid ones with their problem), its state and
-    runs, and which beat holds the lock."""
+    runs, and which beat holds the lock.
+
+    \b
+    --json prints one object:
+      {"lock_holder": "host:pid:suffix" | null,
+       "entries": [{"name", "state", "source", "target", "schedule", "queue",
+                    "last_run", "next_run", "run_count", "skips", "last_skip",
+                    "problem"}]}
+    """
     store = _store(ctx)
     catalogue = load_catalogue(_app(ctx), store, time.time())
     rows = entry_rows(store.client, catalogue)
@@ -244,13 +241,12 @@ def list_entries(ctx: click.Context, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps({"lock_holder": holder, "entries": [r.as_json() for r in rows]}))
         return
-    # No fixed width: rich takes the terminal's (COLUMNS, else 80 when not a terminal).
-    console = Console()
-    console.print(Text(f"lock held by {holder}" if holder else "no beat holds the lock"))
-    console.print(_table(rows, console))
+    out = console()  # the terminal's width: the table picks the layout that fits it
+    out.print(Text(f"lock held by {holder}" if holder else "no beat holds the lock"))
+    out.print(_table(rows, out))
     for row in rows:
         if row.problem is not None:
-            console.print(Text(f"{row.state}: {row.problem}", style="red"))
+            out.print(Text(f"{row.state}: {row.problem}", style="red"))
 
 
 @schedule.command(name="add")
@@ -274,7 +270,7 @@ def add(ctx: click.Context, /, name: str, replace: bool, **options: Any) -> None
         check_entry(app, entry, time.time(), known_task_names(app))
         replaced = _store(ctx).add(entry, replace=replace)
     except EntryError as exc:
-        raise BadInput(str(exc)) from None
+        raise UsageError(str(exc)) from None
     verb = "replaced" if replaced else "added"
     state = "enabled" if entry.enabled else "disabled"
     upcoming = _when(next_time(entry, time.time()))
@@ -345,12 +341,12 @@ def run_now(ctx: click.Context, name: str) -> None:
     if entry is None:
         problem = catalogue.problems.get(name)
         if problem is not None:
-            raise CommandError(f"{problem}; it cannot run")
+            raise CommandFailed(f"{problem}; it cannot run")
         raise _unknown(name, set(catalogue.entries) | set(catalogue.problems))
     run_id = uuid.uuid4().hex if entry.workflow is not None else str(uuid.uuid4())
     try:
         send_run(app, entry, run_id, due=time.time())
     except WorkflowValidationError as exc:
-        raise CommandError(str(EntryError(name, str(exc)))) from None
+        raise CommandFailed(str(EntryError(name, str(exc)))) from None
     record_manual_run(_store(ctx).client, name, run_id)
     click.echo(run_id)

@@ -4,9 +4,9 @@
   when neither says), never a fixed width: tables wrap or truncate their columns to fit.
 - Errors are one line each, naming what failed with passwords masked, and exit with Celery's
   codes (``celery.platforms``: 69 ``EX_UNAVAILABLE`` when the broker or another service cannot
-  be reached, 64 ``EX_USAGE`` for a bad argument, 1 otherwise). :func:`redis_errors` turns any
-  Redis connection error raised inside a command into :class:`Unavailable`, so no command prints
-  a traceback because Redis is down.
+  be reached, 64 ``EX_USAGE`` for a bad argument, 1 otherwise). The ops commands' group
+  (schedule_options.OpsGroup) turns a Redis connection error raised anywhere in a command into
+  :class:`Unavailable`, so no command prints a traceback because Redis is down.
 - :class:`ProgressLine`: one line updated in place on a terminal (a line per update when the
   output is a file or a pipe, so logs stay readable).
 """
@@ -15,12 +15,9 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Final, TextIO
 
 import click
-import redis
 from rich.console import Console
 
 from personal_assistant.workers.config import mask_url
@@ -33,7 +30,7 @@ EX_UNAVAILABLE: Final = 69
 
 
 class CommandFailed(click.ClickException):
-    """One line on stderr, ``error: ...``, passwords masked; exit 1."""
+    """One line on stderr (click prints ``Error: ...``), passwords masked; exit 1."""
 
     exit_code = EX_FAILURE
 
@@ -61,22 +58,6 @@ def one_line(text: str) -> str:
 def console(file: TextIO | None = None) -> Console:
     """A console as wide as the terminal, for tables that must fit it."""
     return Console(file=file, soft_wrap=False, highlight=False)
-
-
-@contextmanager
-def redis_errors(url: str, what: str = "the broker") -> Iterator[None]:
-    """Turn a Redis connection error raised inside into one line and exit 69."""
-    try:
-        yield
-    except (redis.ConnectionError, redis.TimeoutError) as exc:  # refused password included
-        raise Unavailable(f"cannot reach {what} {mask_url(url)}: {exc}") from None
-
-
-def ping(client: redis.Redis, url: str, what: str = "the broker") -> redis.Redis:
-    """``client`` after one PING: a down Redis is reported before any work starts."""
-    with redis_errors(url, what):
-        client.ping()
-    return client
 
 
 class ProgressLine:

@@ -36,9 +36,10 @@ limit is what it is). Every recommendation prints the numbers behind it and a li
 Infinite waits (an overloaded queue) are null. ``measured`` is what ``--from-file`` reads, so
 a saved output can be edited and planned again ("what if arrivals double?").
 
-Exit codes: 0; 1 when the source holds nothing to plan from; 2 for a bad option or file (as
-click's usage errors); 69 (EX_UNAVAILABLE, as Celery) when Redis or Prometheus does not answer.
-Each error is one line on stderr, URLs masked.
+Exit codes (as every ops command's, cli/schedule_options.py): 0; 1 when the source holds
+nothing to plan from; 64 (EX_USAGE) for a bad option value or file; 2 for click's own usage
+errors (an unknown option); 69 (EX_UNAVAILABLE, as Celery) when Redis or Prometheus does not
+answer. Each error is one line on stderr, ``Error: ...``, URLs masked.
 """
 
 from __future__ import annotations
@@ -49,12 +50,11 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import click
-import redis
-from rich.console import Console
 from rich.table import Table
 
 from personal_assistant.workers.cli import tune_sources as sources
-from personal_assistant.workers.cli.schedule_options import CommandError
+from personal_assistant.workers.cli.schedule_options import OpsCommand
+from personal_assistant.workers.cli.terminal import CommandFailed, console
 from personal_assistant.workers.config import is_redis_url, mask_url
 from personal_assistant.workers.redis_clients import client_for
 from personal_assistant.workers.utils import performance as perf
@@ -66,17 +66,6 @@ if TYPE_CHECKING:
 
 COMMAND_NAME = "tune"
 _MIB = 1024 * 1024
-
-
-class TuneCommand(click.Command):
-    """``tune``: click's usage errors as one line and exit 2 (not the usage text)."""
-
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        """Parse, a usage error turned into one line."""
-        try:
-            return super().parse_args(ctx, args)
-        except click.UsageError as exc:
-            raise sources.BadArgument(exc.format_message()) from None
 
 
 def _target_waits(values: tuple[str, ...], queues: list[str]) -> dict[str, float]:
@@ -107,16 +96,10 @@ def _measure_redis(ctx: click.Context) -> tuple[dict[str, perf.QueueMeasurement]
         )
     client = client_for(url)
     sources.check_broker(client, url)
-    try:
-        measured = sources.from_redis(
-            client, time.time(), down_after=float(app.settings.worker_down_after)
-        )
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
-        raise sources.Unavailable(
-            f"cannot reach the broker {mask_url(url)}: {mask_url(str(exc))}"
-        ) from None
-    except redis.RedisError as exc:
-        raise CommandError(f"the broker {mask_url(url)}: {mask_url(str(exc))}") from None
+    # A Redis error later on is one line too: tune is an OpsCommand.
+    measured = sources.from_redis(
+        client, time.time(), down_after=float(app.settings.worker_down_after)
+    )
     return measured, url
 
 
@@ -240,16 +223,16 @@ def _queue_table(rec: perf.Recommendation) -> Table:
 
 
 def _print(recommendations: dict[str, perf.Recommendation], source: str) -> None:
-    console = Console()  # the terminal's width: tables and why lines fold to fit
-    console.print(f"[bold]measured from[/bold] {source}", highlight=False)
+    out = console()  # the terminal's width: tables and why lines fold to fit
+    out.print(f"[bold]measured from[/bold] {source}", highlight=False)
     for rec in recommendations.values():
-        console.print(_queue_table(rec))
+        out.print(_queue_table(rec))
         for key in WHY_ORDER:
             if key in rec.why:
-                console.print(f"  [bold]why {key}:[/bold] {rec.why[key]}", highlight=False)
+                out.print(f"  [bold]why {key}:[/bold] {rec.why[key]}", highlight=False)
         for note in rec.notes:
-            console.print(f"  [bold]note:[/bold] {note}", highlight=False)
-        console.print()
+            out.print(f"  [bold]note:[/bold] {note}", highlight=False)
+        out.print()
     summary = Table(title="Summary", title_justify="left")
     for column in ("queue", "status", "lambda/s", "1/mu s", "now", "plan", "mem KiB"):
         left = column in ("queue", "status")
@@ -265,10 +248,10 @@ def _print(recommendations: dict[str, perf.Recommendation], source: str) -> None
             rec.recommended.describe(),
             "-" if memory is None else str(memory),
         )
-    console.print(summary)
+    out.print(summary)
 
 
-@click.command(name=COMMAND_NAME, cls=TuneCommand)
+@click.command(name=COMMAND_NAME, cls=OpsCommand)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (its shape is above).")
 @click.option(
     "--prometheus",
@@ -329,8 +312,8 @@ def tune(  # noqa: PLR0917 - click passes each option as an argument
        "recommendations": {QUEUE: {"status", "target_wait_s", "current",
                                    "current_model", "recommended", "model",
                                    "backlog", "why", "notes"}}}
-    "measured" is what --from-file reads. Exit codes: 1 no data, 2 bad option or
-    file, 69 Redis or Prometheus unreachable.
+    "measured" is what --from-file reads. Exit codes: 1 no data, 64 bad option
+    value or file, 2 unknown option, 69 Redis or Prometheus unreachable.
     """
     if prometheus_url and file_path:
         raise sources.BadArgument("--prometheus and --from-file are two sources: choose one")
@@ -355,7 +338,7 @@ def tune(  # noqa: PLR0917 - click passes each option as an argument
     try:
         recommendations = plan(measured, target_waits=waits, max_per_replica=max_per_replica)
     except ValueError as exc:
-        raise CommandError(str(exc)) from None
+        raise CommandFailed(str(exc)) from None
     if as_json:
         data = report(measured, recommendations, source, max_per_replica)
         click.echo(json.dumps(data, allow_nan=False))

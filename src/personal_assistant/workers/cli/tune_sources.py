@@ -1,9 +1,10 @@
 """Where ``celery ... tune`` gets its measurements: the broker's Redis, Prometheus, or a file.
 
 Each source returns ``{queue: QueueMeasurement}`` (utils/performance.py) or raises a one-line
-error: :class:`Unavailable` (exit 69, EX_UNAVAILABLE, as Celery uses) when the source does not
-answer, :class:`BadArgument` (exit 2) for a file or option that cannot be used, :class:`NoData`
-(exit 1) when the source answered but holds nothing to plan from. URLs in messages are masked.
+error (cli/terminal.py): :class:`Unavailable` (exit 69, EX_UNAVAILABLE, as Celery uses) when the
+source does not answer, :class:`BadArgument` (exit 64, EX_USAGE) for a file or option that
+cannot be used, :class:`NoData` (exit 1) when the source answered but holds nothing to plan
+from. URLs in messages are masked.
 
 - Redis (default): the workers' metric snapshots (metrics/snapshots.py, one per worker every
   10 s), queue depths of every priority list, and heartbeats for the replicas. The arrival
@@ -30,7 +31,8 @@ import httpx
 import redis
 
 from personal_assistant.workers import constants as c
-from personal_assistant.workers.cli.schedule_options import CommandError, Unavailable
+from personal_assistant.workers.cli.schedule_options import reason, redis_errors
+from personal_assistant.workers.cli.terminal import CommandFailed, Unavailable, UsageError
 from personal_assistant.workers.config import mask_httpx_request_urls, mask_url
 from personal_assistant.workers.metrics.snapshots import read_snapshots, task_rates
 from personal_assistant.workers.monitoring.liveness import WorkerRegistry
@@ -82,14 +84,12 @@ _FIELDS: Final = {
 }
 
 
-class BadArgument(CommandError):
-    """A file of measurements (or an option) that cannot be used: exit code 2, as click's own
-    usage errors (what the command line names is wrong; 1 is for a source without data)."""
-
-    exit_code = 2
+class BadArgument(UsageError):
+    """A file of measurements (or an option) that cannot be used: exit code 64, EX_USAGE (what
+    the command line names is wrong; 1 is for a source without data)."""
 
 
-class NoData(CommandError):
+class NoData(CommandFailed):
     """The source answered but holds nothing to plan from: exit code 1."""
 
 
@@ -239,7 +239,7 @@ def _query(client: httpx.Client, base: str, promql: str) -> dict[str, float]:
     try:
         response = client.get(f"{base}/api/v1/query", params={"query": promql})
     except httpx.TransportError as exc:
-        raise Unavailable(f"cannot reach Prometheus at {shown}: {mask_url(str(exc))}") from None
+        raise Unavailable(f"cannot reach Prometheus at {shown}: {reason(exc)}") from None
     try:
         body = response.json()
     except ValueError:
@@ -304,9 +304,5 @@ def _measurement(queue: str, found: Mapping[str, Mapping[str, float]]) -> QueueM
 
 def check_broker(client: redis.Redis, url: str) -> None:
     """Ping the broker's Redis: Unavailable (exit 69) with the URL masked if it does not answer."""
-    try:
+    with redis_errors(url):
         client.ping()
-    except redis.RedisError as exc:
-        raise Unavailable(
-            f"cannot reach the broker {mask_url(url)}: {mask_url(str(exc))}"
-        ) from None

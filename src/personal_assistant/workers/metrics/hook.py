@@ -7,7 +7,9 @@ METRICS_HOST:METRICS_PORT serving ``/metrics`` (this worker's own series only: t
 ones are beat's, metrics/cluster_series.py), ``/healthz`` and ``/readyz``. In pool children:
 nothing (they do not record; the parent sees every outcome), and they close their copy of the
 server's socket. In producers: a publish timestamp in each message's headers, from which the
-worker measures queue wait.
+worker measures queue wait. A port that cannot be bound (METRICS_PORT in use) stops the worker
+with one line, exit 78, before its heartbeat: a worker whose /healthz port answers for another
+process would be reported healthy or scraped as that one.
 
 With METRICS_ENABLED=false none of this is registered: no hook, no request class, no events.
 """
@@ -22,6 +24,7 @@ import redis
 
 from personal_assistant.workers.config import is_redis_url
 from personal_assistant.workers.hooks.registry import WorkerHook
+from personal_assistant.workers.hooks.startup import EX_CONFIG, refuse_start
 from personal_assistant.workers.metrics.cluster_series import exporter_hostname
 from personal_assistant.workers.metrics.recorder import TaskMetricsRecorder
 from personal_assistant.workers.metrics.request import PUBLISHED_AT_HEADER
@@ -117,16 +120,6 @@ class MetricsHook(WorkerHook):
         self.app.metrics_recorder = recorder
         broker_url = str(self.app.conf.broker_url)
         queues = list(getattr(sender, "queues", None) or settings.worker_queue)
-        if is_redis_url(broker_url):
-            client = self._client = client_for(broker_url)
-            # The cluster-wide series (queue depth, every worker's up, sends, beat's tick, the
-            # domain counters) are beat's to export (metrics/cluster_series.py): from every
-            # worker, a dashboard's `sum` would count them once per worker.
-            registry = WorkerRegistry(client, down_after=settings.worker_down_after)
-            self.heartbeat = Heartbeat(
-                registry, hostname, queues, interval=settings.worker_heartbeat_interval
-            )
-            self.heartbeat.start()
         backend_url = str(self.app.conf.result_backend)
         self.server = HealthServer(
             settings.metrics_port,
@@ -139,7 +132,23 @@ class MetricsHook(WorkerHook):
             ),
             host=settings.metrics_host,
         )
-        port = self.server.start()
+        try:
+            port = self.server.start()
+        except OSError as exc:
+            # Stop, not run on unseen: the port answers for another process, so /healthz probes
+            # and scrapes meant for this worker would report that one. Before the heartbeat,
+            # so a refused worker leaves no trace in the registry.
+            refuse_start(f"worker {hostname} not started: {exc.strerror or exc}", EX_CONFIG)
+        if is_redis_url(broker_url):
+            client = self._client = client_for(broker_url)
+            # The cluster-wide series (queue depth, every worker's up, sends, beat's tick, the
+            # domain counters) are beat's to export (metrics/cluster_series.py): from every
+            # worker, a dashboard's `sum` would count them once per worker.
+            registry = WorkerRegistry(client, down_after=settings.worker_down_after)
+            self.heartbeat = Heartbeat(
+                registry, hostname, queues, interval=settings.worker_heartbeat_interval
+            )
+            self.heartbeat.start()
         logger.info(
             "metrics and health on %s port %d (/metrics, /healthz, /readyz)",
             settings.metrics_host,

@@ -78,7 +78,11 @@ class WorkflowHook(WorkerHook):
             # for every task it would cost each a result-backend round trip (TASK_TRACK_STARTED).
             request = task.request
             started = {"pid": os.getpid(), "hostname": request.hostname}
-            task.backend.store_result(task_id, started, states.STARTED, request=request)
+            store_soon = getattr(task.backend, "store_started_soon", None)
+            if store_soon is not None:  # broker/results.py: no round trip on the hop's path
+                store_soon(task_id, started, request=request)
+            else:
+                task.backend.store_result(task_id, started, states.STARTED, request=request)
 
     def record_success(self, retval: Any) -> None:
         """The running workflow task returned ``retval``: record it before Celery stores it.

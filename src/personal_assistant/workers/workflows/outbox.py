@@ -70,6 +70,30 @@ def supports_capture(app: Celery) -> bool:
         )
 
 
+def _route(
+    app: Celery, name: str, args: list[Any], kwargs: dict[str, Any], options: dict[str, Any]
+) -> dict[str, Any]:
+    """Where and at which priority ``name`` goes: the route's queue and priority, the task's
+    ``options`` winning (Celery's router merges them so)."""
+    route: dict[str, Any] = app.amqp.router.route(dict(options), name, args, kwargs)
+    return route
+
+
+def routed_priority(
+    app: Celery, name: str, args: list[Any], kwargs: dict[str, Any], options: dict[str, Any]
+) -> int | None:
+    """The priority a workflow task's message carries: its ``options``' own, else its route's
+    (the queue's default, routing.py); None when neither names one (the publish hook then
+    gives ``PRIORITY_DEFAULT``).
+
+    Never the task's own ``priority`` attribute: Celery sets it from ``task_default_priority``
+    (5) for every registered task, and ``send_task`` of a registered name (Celery 5.7) merges
+    it over the route's, which put the ai tasks a workflow started at 5 instead of 9.
+    """
+    priority = _route(app, name, args, kwargs, options).get("priority")
+    return None if priority is None else int(priority)
+
+
 def capture(
     app: Celery,
     name: str,
@@ -83,7 +107,7 @@ def capture(
 ) -> CapturedPublish:
     """Build the message ``send_task`` would publish (with ``link`` callbacks) and capture its
     Redis commands."""
-    route = app.amqp.router.route(dict(options), name, args, kwargs)
+    route = _route(app, name, args, kwargs, options)
     queue_obj = route.get("queue")
     queue = getattr(queue_obj, "name", queue_obj) or c.DEFAULT_QUEUE
     parent = app.current_worker_task
@@ -101,7 +125,7 @@ def capture(
     )
     message_headers, properties, body, _ = message
     message_headers.update(headers)
-    properties = {**properties, "priority": route.get("priority", options.get("priority"))}
+    properties = {**properties, "priority": route.get("priority")}
     # The publish hooks (default priority, publish timestamp) fill in this very message, as
     # they would for send_task; only after_task_publish waits for the commit.
     with publishing(app):

@@ -34,7 +34,7 @@ from personal_assistant.workers.config import is_redis_url, state_redis_url
 from personal_assistant.workers.metrics.domain_series import WORKFLOWS_ENDED, domain_field
 from personal_assistant.workers.redis_clients import client_for
 from personal_assistant.workers.workflows import commit as workflow_commit
-from personal_assistant.workers.workflows import outbox, store
+from personal_assistant.workers.workflows import index, outbox, store
 from personal_assistant.workers.workflows.definition import (
     WorkflowDefinition,
     parse_and_build,
@@ -268,10 +268,11 @@ def _headers(
 
 def _end(client: redis.Redis, workflow_id: str, definition: WorkflowDefinition, state: str) -> None:
     """Close a workflow: its last task just became final (only one transaction sees that)."""
+    now = time.time()
     with client.pipeline(transaction=True) as pipe:
         pipe.hset(
             keys.workflow_meta_key(workflow_id),
-            mapping={"state": json.dumps(state), "ended_at": json.dumps(time.time())},
+            mapping={"state": json.dumps(state), "ended_at": json.dumps(now)},
         )
         pipe.srem(keys.WORKFLOWS_OPEN_KEY, workflow_id)
         # Counted here, in the one transaction that sees the end: once per workflow, exactly.
@@ -282,6 +283,7 @@ def _end(client: redis.Redis, workflow_id: str, definition: WorkflowDefinition, 
             *(keys.workflow_task_key(workflow_id, t) for t in definition.tasks),
         ):
             pipe.expire(key, FINISHED_TTL_S)
+        index.record_end(pipe, workflow_id, now + FINISHED_TTL_S)  # leaves the index with them
         pipe.execute()
     logger.info("workflow %s %s", workflow_id, state)
 
@@ -301,10 +303,19 @@ def dispatch(
     definition: WorkflowDefinition,
     scheduler: DependencyScheduler,
 ) -> None:
-    """Publish the ready tasks; a publish that fails is recorded as that task's failure."""
+    """Publish the ready tasks; a publish that fails is recorded as that task's failure.
+
+    Each at the priority the commit's own messages get (outbox.routed_priority), named
+    explicitly: ``send_task`` would otherwise take the registered task's default over the
+    queue's.
+    """
     for task_id in ready:
         spec = definition.tasks[task_id]
         try:
+            options = dict(spec.options)
+            priority = outbox.routed_priority(app, spec.task, spec.args, spec.kwargs, options)
+            if priority is not None:
+                options["priority"] = priority
             app.send_task(
                 spec.task,
                 args=spec.args,
@@ -312,7 +323,7 @@ def dispatch(
                 task_id=celery_task_id(workflow_id, task_id),
                 headers=_headers(workflow_id, task_id, scheduler, _row_of(scheduler, task_id)),
                 link=advance_link(),
-                **spec.options,
+                **options,
             )
         except Exception as exc:
             logger.exception("workflow %s: could not dispatch %s", workflow_id, task_id)
@@ -363,6 +374,7 @@ def submit_workflow(
         "created_at": now,
         "started_at": now,
         "ended_at": None,
+        "tasks": len(parsed.tasks),
         "remaining": remaining,
         "failed_leaves": failed_leaves,
     }
@@ -375,6 +387,7 @@ def submit_workflow(
             row = store.submitted_row(state)
             pipe.hset(keys.workflow_task_key(workflow_id, task_id), mapping=row)  # type: ignore[arg-type]
         pipe.sadd(keys.WORKFLOWS_OPEN_KEY, workflow_id)
+        index.record_submit(pipe, workflow_id, now)  # listed exactly when its keys exist
         pipe.execute()
     if remaining == 0:  # every task skipped at once (false conditions on the roots)
         _end(client, workflow_id, parsed, "failed" if failed_leaves else "completed")

@@ -3,14 +3,16 @@
 The keys are keys.py's (which also says how long they live):
 
 - ``keys.workflow_definition_key(id)``  the validated definition (JSON, immutable after submit);
-- ``keys.workflow_meta_key(id)``        hash: name, state, created_at, started_at, ended_at, and
-                                        two counters, ``remaining`` (tasks not final) and
-                                        ``failed_leaves``;
+- ``keys.workflow_meta_key(id)``        hash: name, state, created_at, started_at, ended_at,
+                                        ``tasks`` (how many) and two counters, ``remaining``
+                                        (tasks not final) and ``failed_leaves``;
 - ``keys.workflow_task_key(id, task)``  hash per task: status, error, result, started_at,
                                         ended_at and the tally of its upstreams' outcomes (each
                                         field a JSON value), and ``v``, its version, bumped by
                                         every committed change;
-- ``keys.WORKFLOWS_OPEN_KEY``           set of the workflows still running (swept for timeouts).
+- ``keys.WORKFLOWS_OPEN_KEY``           set of the workflows still running (swept for timeouts);
+- ``keys.WORKFLOWS_INDEX_KEY``, ``keys.WORKFLOWS_EXPIRING_KEY``: the workflows by creation time
+                                        and their expiry (index.py, for ``workflow list``).
 
 One hash per task means a transition validates only the tasks it reads (commit.py): the
 task that ended, its dependents and the upstreams a condition names. Two upstream ends conflict

@@ -10,6 +10,7 @@ arguments must fit ``WORKFLOW_MAX_ARGS_BYTES`` as JSON; its durations are finite
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 import re
@@ -43,6 +44,13 @@ OPTION_FIELDS = frozenset({"queue", "priority"})
 # Redis (and swept for timeouts) for more than a year is a mistake, and a cap keeps every
 # duration exact as a float.
 MAX_WAIT_S: Final = 366 * 86_400
+# Suggestions for a misspelt task name: a few, and only for names of a plausible length (a
+# task name is a dotted path of a few dozen characters; difflib compares every pair of them).
+MAX_SUGGESTIONS: Final = 3
+MAX_SUGGESTED_NAME_CHARS: Final = 200
+# difflib's similarity a suggestion needs: at 0.6 (its default) `cleanup_old_log` would be
+# offered `cleanup_temp_files`, a different task; one or two letters off stay well above 0.75.
+SUGGESTION_CUTOFF: Final = 0.75
 # No trigger rule's name is longer: a longer value is unknown, and its message stays short.
 _MAX_RULE_CHARS: Final = 100
 
@@ -68,6 +76,40 @@ def _json_bytes(value: Any) -> int:
     return len(text.encode("utf-8", "replace"))
 
 
+def _short(task_name: str) -> str:
+    return task_name.removeprefix(c.TASKS_PACKAGE + ".")
+
+
+def did_you_mean(name: str, known_tasks: Collection[str], policy: WorkflowTaskPolicy) -> str:
+    """``"; did you mean 'x'?"`` naming the registered task ``policy`` allows that ``name`` most
+    likely meant; empty when none is close.
+
+    In order: the tasks ``name`` is the tail of (``ai_tasks.probe``), the closest full name
+    (``...ai_task.probe``), the tasks whose last part is closest (``run_ai_tsk``).
+    """
+    if len(name) > MAX_SUGGESTED_NAME_CHARS:  # difflib's cost grows with the product of lengths
+        return ""
+    allowed = sorted(t for t in known_tasks if policy.allows(t))
+    matches = [t for t in allowed if t.endswith("." + name.lstrip("."))]
+    if not matches:
+        # Compared without the package path every domain task shares, which would make any
+        # two of them look alike.
+        by_short = {_short(t): t for t in allowed}
+        close = difflib.get_close_matches(_short(name), by_short, n=1, cutoff=SUGGESTION_CUTOFF)
+        matches = [by_short[m] for m in close]
+    if not matches:
+        by_last_part: dict[str, list[str]] = {}
+        for task in allowed:
+            by_last_part.setdefault(task.rpartition(".")[2], []).append(task)
+        last = name.rpartition(".")[2]
+        close = difflib.get_close_matches(last, list(by_last_part), n=1, cutoff=SUGGESTION_CUTOFF)
+        matches = [task for part in close for task in by_last_part[part]]
+    if not matches:
+        return ""
+    shown = " or ".join(describe(m) for m in matches[:MAX_SUGGESTIONS])
+    return f"; did you mean {shown}?"
+
+
 def _check_call(
     tid: str,
     spec: Mapping[str, Any],
@@ -80,7 +122,8 @@ def _check_call(
     if not isinstance(name, str) or not name:
         problems.append(f"{label}: 'task' (a Celery task name) is required")
     elif known_tasks is not None and name not in known_tasks:
-        problems.append(f"{label}: unknown Celery task {describe(name)}")
+        hint = did_you_mean(name, known_tasks, policy)
+        problems.append(f"{label}: unknown Celery task {describe(name)}{hint}")
     elif (refusal := policy.refusal(name)) is not None:
         problems.append(f"{label}: task {describe(name)} may not run in a workflow: {refusal}")
     args, kwargs = spec.get("args", []), spec.get("kwargs", {})
