@@ -29,8 +29,15 @@ RATIOS_CHART = "ratios.svg"
 
 @dataclass(frozen=True)
 class Recorded:
-    """One figure as recorded: the fields of tests/performance/conftest.py's ``Figure`` (read
-    back from JSON; this script does not import the test suite)."""
+    """One measured figure of a benchmark, beside its anchor measured in the same run (the
+    benchmarks' ``Figure``, tests/performance/conftest.py).
+
+    ``ratio`` is ours over the anchor in the direction the target reads (throughput: ours /
+    anchor, higher is better; time or memory: ours / anchor, lower is better); ``target`` says
+    which (">= 0.97x", "<= 1.0x", "<= 5 MB"), and ``met`` whether this run meets it (None: a
+    figure for the record, with no target). ``series`` holds points for a plot: a name per
+    line and its (x, y) pairs, e.g. {"ours": [[1, 640], [2, 1010]], "plain Celery": [...]}.
+    """
 
     benchmark: str
     measure: str

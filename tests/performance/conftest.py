@@ -7,12 +7,18 @@ import json
 import os
 import subprocess
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 
+# One definition of a figure, in the report's writer (tools/, on sys.path from tests/conftest.py):
+# what a benchmark records is what the report reads back.
+from bench_report import Recorded as Figure
+
 from tests.support.worker import REPO
+
+__all__ = ["RESULTS_ENV", "Figure", "anchors", "record", "report", "run_anchor"]
 
 ANCHORS = REPO.parent / "shared" / "anchors"
 
@@ -47,31 +53,6 @@ def report(line: str) -> None:
 # Where record() appends its figures, one JSON object a line: tools/bench.py (``make bench``)
 # sets it and writes bench-report.md from the file; a benchmark run by plain pytest prints only.
 RESULTS_ENV = "PA_BENCH_RESULTS"
-
-
-@dataclass(frozen=True)
-class Figure:
-    """One measured figure of a benchmark, beside its anchor measured in the same run.
-
-    ``ratio`` is ours over the anchor in the direction the target reads (throughput: ours /
-    anchor, higher is better; time or memory: ours / anchor, lower is better); ``target`` says
-    which (">= 0.97x", "<= 1.0x", "<= 5 MB"), and ``met`` whether this run meets it (None: a
-    figure for the record, with no target). ``series`` holds points for a plot: a name per
-    line and its (x, y) pairs, e.g. {"ours": [[1, 640], [2, 1010]], "plain Celery": [...]}.
-    """
-
-    benchmark: str
-    measure: str
-    ours: float
-    unit: str
-    anchor: float | None = None
-    anchor_name: str = ""
-    ratio: float | None = None
-    target: str = ""
-    met: bool | None = None
-    detail: str = ""
-    series: dict[str, list[list[float]]] = field(default_factory=dict)
-    x_label: str = ""
 
 
 def record(figure: Figure) -> Figure:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import xml.etree.ElementTree as ET
-from dataclasses import fields
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -117,10 +116,7 @@ def written(tmp_path: Path, results: Path, exit_code: int = 1) -> tuple[str, Pat
     return report.read_text(), charts
 
 
-def test_a_recorded_figure_reads_back_with_every_field_of_the_benchmarks_figure(
-    results: Path,
-) -> None:
-    assert [f.name for f in fields(Recorded)] == [f.name for f in fields(Figure)]
+def test_a_recorded_figure_reads_back_whole(results: Path) -> None:
     assert read_figures(results)[0] == Recorded(**json.loads(results.read_text().splitlines()[0]))
     assert read_figures(results)[0].series == FETCH.series
 

@@ -43,7 +43,7 @@ from personal_assistant.workers.alerting.channels.webhooks import ChannelDispatc
 from personal_assistant.workers.alerting.evaluator import HISTORY_KEY, check_alerting_config
 from personal_assistant.workers.alerting.rule import AlertRule, format_duration
 from personal_assistant.workers.alerting.templates import render, validate
-from personal_assistant.workers.cli.schedule_options import OpsGroup, suggestion
+from personal_assistant.workers.cli.ops_command import OpsGroup, suggestion
 from personal_assistant.workers.cli.terminal import CommandFailed, UsageError, console
 from personal_assistant.workers.config import ConfigError, is_redis_url, mask_url
 from personal_assistant.workers.redis_clients import client_for

@@ -18,7 +18,7 @@ import json
 import click
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
-from personal_assistant.workers.cli.schedule_options import OpsGroup, reason
+from personal_assistant.workers.cli.ops_command import OpsGroup, reason
 from personal_assistant.workers.cli.terminal import CommandFailed, Unavailable
 from personal_assistant.workers.config import WorkerSettings, mask_url
 from personal_assistant.workers.store import migrate

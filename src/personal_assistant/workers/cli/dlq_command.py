@@ -35,7 +35,7 @@ from rich.table import Table
 from rich.text import Text
 
 from personal_assistant.workers import constants as c
-from personal_assistant.workers.cli.schedule_options import OpsGroup
+from personal_assistant.workers.cli.ops_command import OpsGroup
 from personal_assistant.workers.cli.terminal import CommandFailed, UsageError, console
 from personal_assistant.workers.config import state_redis_url
 from personal_assistant.workers.dead_letters.queue import (

@@ -37,15 +37,14 @@ from rich.text import Text
 
 from personal_assistant.workers import constants as c
 from personal_assistant.workers import redis_clients, routing
-from personal_assistant.workers.cli.schedule_options import (
+from personal_assistant.workers.cli.ops_command import (
     ClickUsage,
     OpsCommand,
     OpsGroup,
-    add_options,
-    entry_data,
     suggestion,
     usage_line,
 )
+from personal_assistant.workers.cli.schedule_options import add_options, entry_data
 from personal_assistant.workers.cli.terminal import CommandFailed, UsageError, console
 from personal_assistant.workers.config import is_redis_url, mask_url
 from personal_assistant.workers.schedulers.beat_catalogue import (

@@ -50,7 +50,7 @@ from rich.table import Table
 from rich.text import Text
 
 from personal_assistant.workers import constants as c
-from personal_assistant.workers.cli.schedule_options import OpsCommand, redis_errors
+from personal_assistant.workers.cli.ops_command import OpsCommand, redis_errors
 from personal_assistant.workers.cli.terminal import EX_FAILURE, UsageError, console
 from personal_assistant.workers.config import is_redis_url, mask_url
 from personal_assistant.workers.dead_letters.queue import DeadLetterQueue

@@ -5,7 +5,7 @@
 - Errors are one line each, naming what failed with passwords masked, and exit with Celery's
   codes (``celery.platforms``: 69 ``EX_UNAVAILABLE`` when the broker or another service cannot
   be reached, 64 ``EX_USAGE`` for a bad argument, 1 otherwise). The ops commands' group
-  (schedule_options.OpsGroup) turns a Redis connection error raised anywhere in a command into
+  (ops_command.OpsGroup) turns a Redis connection error raised anywhere in a command into
   :class:`Unavailable`, so no command prints a traceback because Redis is down.
 - :class:`ProgressLine`: one line updated in place on a terminal (a line per update when the
   output is a file or a pipe, so logs stay readable).

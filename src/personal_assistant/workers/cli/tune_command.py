@@ -53,7 +53,7 @@ import click
 from rich.table import Table
 
 from personal_assistant.workers.cli import tune_sources as sources
-from personal_assistant.workers.cli.schedule_options import OpsCommand
+from personal_assistant.workers.cli.ops_command import OpsCommand
 from personal_assistant.workers.cli.terminal import CommandFailed, console
 from personal_assistant.workers.config import is_redis_url, mask_url
 from personal_assistant.workers.redis_clients import client_for

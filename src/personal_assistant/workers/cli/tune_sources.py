@@ -31,7 +31,7 @@ import httpx
 import redis
 
 from personal_assistant.workers import constants as c
-from personal_assistant.workers.cli.schedule_options import reason, redis_errors
+from personal_assistant.workers.cli.ops_command import reason, redis_errors
 from personal_assistant.workers.cli.terminal import CommandFailed, Unavailable, UsageError
 from personal_assistant.workers.config import mask_httpx_request_urls, mask_url
 from personal_assistant.workers.metrics.snapshots import read_snapshots, task_rates

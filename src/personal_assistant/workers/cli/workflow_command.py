@@ -33,7 +33,7 @@ import click
 from rich.table import Table
 from rich.text import Text
 
-from personal_assistant.workers.cli.schedule_options import OpsGroup
+from personal_assistant.workers.cli.ops_command import OpsGroup
 from personal_assistant.workers.cli.terminal import (
     EX_USAGE,
     CommandFailed,

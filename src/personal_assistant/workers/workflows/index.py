@@ -236,12 +236,16 @@ def since_time(text: str, now: float) -> float:
     if len(value) <= _MAX_SINCE_CHARS:
         if _DURATION.fullmatch(value):
             return now - sum(float(n) * _UNITS[unit] for n, unit in _PART.findall(value))
-        try:
-            moment = datetime.fromisoformat(value)
-        except ValueError:
-            pass
-        else:
-            if moment.tzinfo is None:
-                moment = moment.replace(tzinfo=UTC)
-            return moment.timestamp()
+        moment = _iso_time(value)
+        if moment is not None:
+            return moment
     raise ValueError(f"{text[:_MAX_SINCE_CHARS]!r} is not {SINCE_HELP}")
+
+
+def _iso_time(text: str) -> float | None:
+    """The Unix time of an ISO date or time (UTC unless it has an offset), or None."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()

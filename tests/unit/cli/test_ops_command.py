@@ -1,4 +1,4 @@
-"""The errors every ops command shares (cli/schedule_options.py): one line each, Celery's codes."""
+"""The ops commands' click classes: one-line errors with Celery's exit codes."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from click.testing import CliRunner, Result
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from personal_assistant.workers.cli.schedule_options import OpsCommand, OpsGroup, reason
+from personal_assistant.workers.cli.ops_command import OpsCommand, OpsGroup, reason
 from tests.support.redis_server import free_port
 
 URL = "redis://:hunter2@127.0.0.1:{port}/0"
